@@ -1,0 +1,467 @@
+"""Finished spans in, OpenLineage run events out. Pure: no I/O, no clocks, no threads.
+
+Two steps:
+
+* :meth:`Converter.summarize` reads one statement span: its datasets (from our
+  ``db.sqlalchemy.*`` attributes, else by parsing ``db.query.text``/``db.statement``),
+  SQL, row count, schemas, failure.
+* :meth:`Converter.run_events` turns a run (its span plus the statements that belong to it)
+  into ``START`` and ``COMPLETE``/``FAIL`` events with the same runId.
+
+Which statements belong to which run, and when a run is complete, is decided by
+:mod:`otel_sqla_lineage.assemble`, shared by the in-process exporter and collector_exporter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from otel_sqla_lineage import attributes as attr
+from otel_sqla_lineage import events as ev
+from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
+from otel_sqla_lineage.runid import run_id_for
+from otel_sqla_lineage.schema import Columns, decode_schemas
+from otel_sqla_lineage.settings import LineageSettings
+from otel_sqla_lineage.spans import SpanView
+from otel_sqla_lineage.sqltext import parse_sql
+from otel_sqla_lineage.version import __version__
+
+_log = logging.getLogger(__name__)
+
+_MAX_SQL_IN_JOB_FACET: Final = 20
+_MAX_SQL_CHARS: Final = 20_000
+_MAX_SCHEMAS_REMEMBERED: Final = 4096
+_MAX_ERROR_CHARS: Final = 4000
+_LOGGED_PARSE_FAILURES_MAX: Final = 1024
+UNKNOWN_PARENT_JOB: Final = "remote-parent"
+
+# SQLAlchemy puts bound parameters in str(exception); PostgreSQL puts key values in DETAIL.
+_PARAMETERS_BLOCK = re.compile(r"\[parameters: .*?\](?=\s*(?:\n|\(Background|$))", re.DOTALL)
+_DETAIL_LINE = re.compile(r"^\s*DETAIL:.*$", re.MULTILINE)
+_BACKGROUND = re.compile(r"\(Background on this error at: [^)]*\)")
+_SQLALCHEMY_INTEGRATION = "SQLALCHEMY"
+_OTHER_INTEGRATION = "OPENTELEMETRY"
+
+
+def scrub_error_message(message: str) -> str:
+    """An error message without bound parameter values: SQLAlchemy's ``[parameters: …]``
+    block and PostgreSQL's ``DETAIL: Key (…)=(…)`` line both carry them."""
+    message = _PARAMETERS_BLOCK.sub("[parameters: hidden by otel-sqla-lineage]", message)
+    message = _DETAIL_LINE.sub("", message)
+    message = _BACKGROUND.sub("", message)
+    message = re.sub(r"\n\s*\n+", "\n", message).strip()
+    return message[:_MAX_ERROR_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    namespace: str
+    name: str
+    source_uri: str
+    table: str  # as the statement named it, for schema look-ups
+
+
+@dataclass(frozen=True, slots=True)
+class StatementSummary:
+    """What one statement span contributes to its run."""
+
+    span: SpanView
+    reads: tuple[Dataset, ...]
+    writes: tuple[Dataset, ...]
+    sql: str | None
+    dialect: str | None
+    operation: str | None
+    rowcount: int | None
+    integration: str
+    # output table -> {output column: ((input table, input column), ...)}
+    column_lineage: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict
+    )
+    location: DatabaseLocation | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.span.failed
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    namespace: str
+    name: str
+    run_id: str
+
+
+def location_from_attributes(a: Mapping[str, Any]) -> DatabaseLocation:
+    """Where the statement ran, from our attributes or the semantic conventions (old and
+    new names), as Java, Go or Node instrumentations report them."""
+    system = _str(a.get(attr.DB_SYSTEM_NAME)) or _str(a.get(attr.DB_SYSTEM))
+    scheme = scheme_for(system)
+    database = _str(a.get(attr.SQLALCHEMY_DATABASE))
+    default_schema = _str(a.get(attr.SQLALCHEMY_DEFAULT_SCHEMA))
+    if database is None:
+        namespace = _str(a.get(attr.DB_NAMESPACE)) or _str(a.get(attr.DB_NAME))
+        if namespace and "|" in namespace:  # semconv: "{database}|{schema}" (SQL Server)
+            namespace, _, schema = namespace.partition("|")
+            default_schema = default_schema or schema or None
+        database = namespace
+    host = _str(a.get(attr.SERVER_ADDRESS)) or _str(a.get(attr.NET_PEER_NAME))
+    port = _int(a.get(attr.SERVER_PORT)) or _int(a.get(attr.NET_PEER_PORT))
+    return DatabaseLocation(
+        scheme,
+        host,
+        port,
+        database,
+        default_schema,
+        explicit_namespace=_str(a.get(attr.OPENLINEAGE_DATASET_NAMESPACE)),
+    )
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(str(v) for v in value)
+    except TypeError:
+        return ()
+
+
+class Converter:
+    """Spans to events. Holds two bounded memories (schemas seen, logged parse failures);
+    both paths feed it the same spans and so give the same events."""
+
+    def __init__(self, settings: LineageSettings | None = None) -> None:
+        self.settings = settings or LineageSettings()
+        self._schemas: OrderedDict[tuple[str, str], Columns] = OrderedDict()
+        self._logged_parse_failures: set[str] = set()
+        self._engine_facet = ev.facet(
+            ev.PROCESSING_ENGINE,
+            name="otel-sqla-lineage",
+            version=__version__,
+            openlineageAdapterVersion=__version__,
+        )
+
+    # -- statements ----------------------------------------------------------------------
+
+    def summarize(self, span: SpanView) -> StatementSummary | None:
+        """The statement's contribution, or None when the span is not a SQL statement."""
+        a = span.attributes
+        if not span.is_database_span:
+            return None
+        sql = _str(a.get(attr.DB_QUERY_TEXT)) or _str(a.get(attr.DB_STATEMENT))
+        has_ours = attr.SQLALCHEMY_SOURCE in a
+        if sql is None and not has_ours:
+            return None  # a connect span, a pool span: database, but no statement
+        location = location_from_attributes(a)
+        system = _str(a.get(attr.DB_SYSTEM_NAME)) or _str(a.get(attr.DB_SYSTEM))
+        if has_ours:
+            read = _strings(a.get(attr.SQLALCHEMY_TABLES_READ))
+            written = _strings(a.get(attr.SQLALCHEMY_TABLES_WRITTEN))
+            operation = _str(a.get(attr.DB_OPERATION_NAME))
+            lineage = _decode_column_lineage(a.get(attr.SQLALCHEMY_COLUMN_LINEAGE))
+            integration = _SQLALCHEMY_INTEGRATION
+        else:
+            parsed = parse_sql(sql or "", system)
+            if parsed.error and not (parsed.tables_read or parsed.tables_written):
+                self._log_parse_failure(sql or "", parsed.error)
+            read, written = parsed.tables_read, parsed.tables_written
+            operation = _str(a.get(attr.DB_OPERATION_NAME)) or parsed.operation
+            lineage = {t: dict(parsed.column_lineage) for t in written} if parsed.column_lineage else {}
+            lineage = {
+                t: {col: tuple((o.table, o.column) for o in origins) for col, origins in cols.items()}
+                for t, cols in lineage.items()
+            }
+            integration = _OTHER_INTEGRATION
+        for table, columns in decode_schemas(a.get(attr.SQLALCHEMY_SCHEMA)).items():
+            self._remember_schema(location.namespace, table, columns)
+        rowcount = _int(a.get(attr.SQLALCHEMY_ROWCOUNT))
+        return StatementSummary(
+            span=span,
+            reads=tuple(self._dataset(location, t) for t in read),
+            writes=tuple(self._dataset(location, t) for t in written),
+            sql=sql[:_MAX_SQL_CHARS] if sql else None,
+            dialect=scheme_for(system) if system else None,
+            operation=operation,
+            rowcount=rowcount,
+            integration=integration,
+            column_lineage=lineage,
+            location=location,
+        )
+
+    def _dataset(self, location: DatabaseLocation, table: str) -> Dataset:
+        return Dataset(location.namespace, location.dataset_name(table), location.uri, table)
+
+    def _remember_schema(self, namespace: str, table: str, columns: Columns) -> None:
+        key = (namespace, table)
+        self._schemas[key] = columns
+        self._schemas.move_to_end(key)
+        while len(self._schemas) > _MAX_SCHEMAS_REMEMBERED:
+            self._schemas.popitem(last=False)
+
+    def _log_parse_failure(self, sql: str, error: str) -> None:
+        shape = sql[:200]
+        if shape in self._logged_parse_failures:
+            return
+        if len(self._logged_parse_failures) < _LOGGED_PARSE_FAILURES_MAX:
+            self._logged_parse_failures.add(shape)
+        _log.warning(
+            "otel-sqla-lineage: could not read the tables of %r (%s); the run is emitted "
+            "without them (logged once per statement shape)",
+            shape,
+            error,
+        )
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def job_namespace(self, span: SpanView) -> str:
+        return self.settings.namespace or span.service_name or "default"
+
+    def job_name(self, span: SpanView) -> str:
+        service = span.service_name
+        return f"{service}.{span.name}" if service else span.name
+
+    def statement_job_name(self, statement: StatementSummary) -> str:
+        """Stable and human: ``library.INSERT book_history`` (never the SQL text)."""
+        tables = sorted({d.table for d in statement.writes} or {d.table for d in statement.reads})
+        what = statement.operation or "statement"
+        label = f"{what} {','.join(tables)}" if tables else what
+        service = statement.span.service_name
+        return f"{service}.{label}" if service else label
+
+    def ref(self, span: SpanView, statement: StatementSummary | None = None) -> RunRef:
+        name = self.statement_job_name(statement) if statement else self.job_name(span)
+        return RunRef(self.job_namespace(span), name, run_id_for(span.trace_id, span.span_id))
+
+    def remote_parent_ref(self, span: SpanView) -> RunRef | None:
+        """The parent run in another process: its runId follows from the trace context
+        alone; its job name is not known here (see README, "Runs across processes")."""
+        if span.parent_span_id is None or span.has_local_parent:
+            return None
+        return RunRef(
+            self.job_namespace(span),
+            UNKNOWN_PARENT_JOB,
+            run_id_for(span.trace_id, span.parent_span_id),
+        )
+
+    def run_events(
+        self,
+        span: SpanView,
+        statements: Sequence[StatementSummary],
+        *,
+        as_statement: bool = False,
+        parent: RunRef | None = None,
+        root: RunRef | None = None,
+    ) -> list[dict[str, Any]]:
+        """START and COMPLETE/FAIL for one run. ``as_statement``: the run is the statement
+        span itself (granularity ``statement``, or a statement with no enclosing span)."""
+        ref = self.ref(span, statements[0] if as_statement and statements else None)
+        run_facets = self._run_facets(span, parent, root)
+        job_facets = self._job_facets(statements, as_statement)
+        ok = [s for s in statements if not s.failed]
+        inputs = self._inputs(ok)
+        start = ev.run_event(
+            event_type="START",
+            event_time_ns=span.start_ns,
+            run_id=ref.run_id,
+            run_facets=run_facets,
+            job_namespace=ref.namespace,
+            job_name=ref.name,
+            job_facets=job_facets,
+            inputs=inputs,
+            outputs=self._outputs(ok, with_statistics=False),
+        )
+        end_facets = run_facets
+        event_type = "COMPLETE"
+        if span.failed:
+            event_type = "FAIL"
+            end_facets = {**run_facets, "errorMessage": self._error_facet(span)}
+        end = ev.run_event(
+            event_type=event_type,
+            event_time_ns=span.end_ns,
+            run_id=ref.run_id,
+            run_facets=end_facets,
+            job_namespace=ref.namespace,
+            job_name=ref.name,
+            job_facets=job_facets,
+            inputs=inputs,
+            outputs=self._outputs(ok, with_statistics=True),
+        )
+        return [start, end]
+
+    def _run_facets(
+        self, span: SpanView, parent: RunRef | None, root: RunRef | None
+    ) -> dict[str, Any]:
+        facets: dict[str, Any] = {
+            "opentelemetry": ev.facet(
+                ev.OPENTELEMETRY_RUN,
+                traceId=f"{span.trace_id:032x}",
+                spanId=f"{span.span_id:016x}",
+                parentSpanId=f"{span.parent_span_id:016x}" if span.parent_span_id else None,
+                serviceName=span.service_name,
+                traceUrl=f"{self.settings.trace_ui_url}/trace/{span.trace_id:032x}"
+                if self.settings.trace_ui_url
+                else None,
+                sampled=None if span.sampled else False,
+            ),
+            "processing_engine": self._engine_facet,
+        }
+        if parent is not None:
+            parent_facet: dict[str, Any] = {
+                "job": {"name": parent.name, "namespace": parent.namespace},
+                "run": {"runId": parent.run_id},
+            }
+            if root is not None:
+                parent_facet["root"] = {
+                    "job": {"name": root.name, "namespace": root.namespace},
+                    "run": {"runId": root.run_id},
+                }
+            facets["parent"] = ev.facet(ev.PARENT_RUN, **parent_facet)
+        return facets
+
+    def _job_facets(
+        self, statements: Sequence[StatementSummary], as_statement: bool
+    ) -> dict[str, Any]:
+        integration = (
+            _SQLALCHEMY_INTEGRATION
+            if any(s.integration == _SQLALCHEMY_INTEGRATION for s in statements)
+            or not statements
+            else _OTHER_INTEGRATION
+        )
+        facets: dict[str, Any] = {
+            "jobType": ev.facet(
+                ev.JOB_TYPE,
+                processingType="BATCH",
+                integration=integration,
+                jobType="QUERY" if as_statement else "TASK",
+            )
+        }
+        queries = list(dict.fromkeys(s.sql for s in statements if s.sql))
+        if queries:
+            dialect = next((s.dialect for s in statements if s.dialect), None)
+            query = ";\n".join(queries[:_MAX_SQL_IN_JOB_FACET])
+            facets["sql"] = ev.facet(ev.SQL_JOB, query=query, dialect=dialect)
+        return facets
+
+    def _error_facet(self, span: SpanView) -> dict[str, Any]:
+        message = span.status_message or ""
+        stack = None
+        for event in span.events:
+            if event.name == "exception":
+                message = message or str(event.attributes.get(attr.EXCEPTION_MESSAGE, ""))
+                raw_stack = event.attributes.get(attr.EXCEPTION_STACKTRACE)
+                stack = scrub_error_message(str(raw_stack)) if raw_stack else None
+        language = str(span.resource.get("telemetry.sdk.language") or "unknown")
+        return ev.facet(
+            ev.ERROR_MESSAGE,
+            message=scrub_error_message(message) or "failed",
+            programmingLanguage=language,
+            stackTrace=stack,
+        )
+
+    def _dataset_facets(self, dataset: Dataset) -> dict[str, Any]:
+        facets: dict[str, Any] = {
+            "dataSource": ev.facet(ev.DATASOURCE, name=dataset.namespace, uri=dataset.source_uri)
+        }
+        columns = self._schemas.get((dataset.namespace, dataset.table))
+        if columns:
+            facets["schema"] = ev.facet(
+                ev.SCHEMA,
+                fields=[{"fields": [], "name": name, "type": type_} for name, type_ in columns],
+            )
+        return facets
+
+    def _inputs(self, statements: Iterable[StatementSummary]) -> list[dict[str, Any]]:
+        seen: dict[tuple[str, str], Dataset] = {}
+        for s in statements:
+            for d in s.reads:
+                seen.setdefault((d.namespace, d.name), d)
+        return [
+            ev.input_dataset(d.namespace, d.name, self._dataset_facets(d))
+            for _, d in sorted(seen.items())
+        ]
+
+    def _outputs(
+        self, statements: Sequence[StatementSummary], *, with_statistics: bool
+    ) -> list[dict[str, Any]]:
+        seen: dict[tuple[str, str], Dataset] = {}
+        rows: dict[tuple[str, str], int] = {}
+        lineage: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
+        for s in statements:
+            for d in s.writes:
+                key = (d.namespace, d.name)
+                seen.setdefault(key, d)
+                if s.rowcount is not None and len(s.writes) == 1:
+                    rows[key] = rows.get(key, 0) + s.rowcount
+                for column, origins in s.column_lineage.get(d.table, {}).items():
+                    fields = lineage.setdefault(key, {}).setdefault(column, [])
+                    for table, input_column in origins:
+                        source = self._dataset(s.location, table) if s.location else None
+                        if source is None:
+                            continue
+                        item = {"field": input_column, "name": source.name,
+                                "namespace": source.namespace}
+                        if item not in fields:
+                            fields.append(item)
+        out = []
+        for key, d in sorted(seen.items()):
+            facets = self._dataset_facets(d)
+            if key in lineage:
+                facets["columnLineage"] = ev.facet(
+                    ev.COLUMN_LINEAGE,
+                    fields={
+                        column: {"inputFields": inputs}
+                        for column, inputs in sorted(lineage[key].items())
+                    },
+                )
+            output_facets: dict[str, Any] = {}
+            if with_statistics and key in rows:
+                output_facets["outputStatistics"] = ev.facet(
+                    ev.OUTPUT_STATISTICS, rowCount=rows[key]
+                )
+            out.append(ev.output_dataset(d.namespace, d.name, facets, output_facets))
+        return out
+
+
+def _decode_column_lineage(
+    value: Any,
+) -> dict[str, dict[str, tuple[tuple[str, str], ...]]]:
+    """``db.sqlalchemy.column_lineage``: JSON {table: {column: [[in_table, in_col], ...]}}."""
+    import json
+
+    if not isinstance(value, str):
+        return {}
+    try:
+        raw = json.loads(value)
+    except ValueError:
+        return {}
+    out: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {}
+    if not isinstance(raw, dict):
+        return {}
+    for table, columns in raw.items():
+        if not isinstance(columns, dict):
+            continue
+        out[str(table)] = {
+            str(col): tuple(
+                (str(o[0]), str(o[1])) for o in origins if isinstance(o, list) and len(o) == 2
+            )
+            for col, origins in columns.items()
+            if isinstance(origins, list)
+        }
+    return out

@@ -1,0 +1,358 @@
+"""``SQLAlchemyLineageInstrumentor``: lineage attributes on the spans of SQLAlchemy statements.
+
+It stands on ``opentelemetry-instrumentation-sqlalchemy``: that package makes one span per
+statement; we add what the statement touches (see :mod:`otel_sqla_lineage.attributes`).
+
+How it fits together:
+
+* ``instrument()`` makes sure upstream instruments SQLAlchemy, passing its dependency check
+  (which refuses SQLAlchemy 2.1 although it works on it). If upstream is already instrumented
+  (``opentelemetry-instrument`` loaded its entry point first), upstream's singleton keeps its
+  state and we only add our listeners: exactly one span per statement in either load order.
+* Our listeners are registered once on the ``Engine`` *class*, so they cover every engine:
+  sync and asyncio (``AsyncEngine`` runs on a sync engine), created before or after
+  ``instrument()``. SQLAlchemy runs class-level listeners before an engine's own, so at
+  ``after_cursor_execute`` / ``handle_error`` upstream's span is still open to enrich.
+* An engine that upstream does not trace (created before ``instrument()`` and not passed as
+  ``engine=``) gets an equivalent span from us instead, so no statement goes unseen.
+* Lineage is derived once per compiled statement and cached; the per-statement cost is a
+  cache lookup and a ``set_attributes`` call. A failure to derive it is logged once per
+  statement shape and never reaches the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from otel_sqla_lineage import attributes as attr
+from otel_sqla_lineage.naming import location_from_url
+from otel_sqla_lineage.package import _instruments
+from otel_sqla_lineage.runid import run_id_for
+from otel_sqla_lineage.schema import SchemaAnnouncer
+from otel_sqla_lineage.settings import Granularity, LineageSettings
+from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
+from otel_sqla_lineage.version import __version__
+
+_log = logging.getLogger(__name__)
+
+# Upstream keeps the statement span on the execution context under this name (engine.py,
+# 0.40b0 .. 0.66b1). We only read it; a test pins that upstream still sets it.
+_UPSTREAM_SPAN_ATTR = "_otel_span"
+_MAX_LOGGED_FAILURES = 1024
+_UPSTREAM_KWARGS = (
+    "tracer_provider",
+    "meter_provider",
+    "enable_commenter",
+    "commenter_options",
+    "enable_attribute_commenter",
+)
+
+
+class _EngineInfo:
+    """What we know of one engine, computed at its first statement."""
+
+    __slots__ = ("attributes", "schema_key", "upstream_traced")
+
+    def __init__(self, upstream_traced: bool, attributes: dict[str, Any], schema_key: str):
+        self.upstream_traced = upstream_traced
+        self.attributes = attributes
+        self.schema_key = schema_key
+
+
+class _StatementHooks:
+    """The three SQLAlchemy listeners, and the state they share."""
+
+    def __init__(self, tracer: Tracer, granularity: Granularity, schemas: SchemaAnnouncer):
+        self._tracer = tracer
+        self._granularity = granularity
+        self._schemas = schemas
+        self._cache = StatementLineageCache()
+        self._engines: weakref.WeakKeyDictionary[Engine, _EngineInfo] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._own_spans: weakref.WeakKeyDictionary[Any, Span] = weakref.WeakKeyDictionary()
+        self._failed_shapes: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def before_cursor_execute(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+        executemany: bool,
+    ) -> None:
+        try:
+            info = self._engine_info(conn.engine, conn)
+            if info.upstream_traced or context is None or not is_instrumentation_enabled():
+                return
+            self._own_spans[context] = self._start_own_span(statement, info)
+        except Exception:
+            _log.exception("otel-sqla-lineage: could not start a span for a statement")
+
+    def after_cursor_execute(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+        executemany: bool,
+    ) -> None:
+        own = self._own_spans.pop(context, None) if self._own_spans else None
+        span = own or getattr(context, _UPSTREAM_SPAN_ATTR, None)
+        if span is None:
+            return
+        try:
+            if span.is_recording():
+                self._enrich(span, conn, context, statement, cursor=cursor)
+        except Exception:
+            self._log_failure(statement)
+        finally:
+            if own is not None:
+                own.end()
+
+    def handle_error(self, exception_context: Any) -> None:
+        context = exception_context.execution_context
+        if context is None:
+            return
+        own = self._own_spans.pop(context, None) if self._own_spans else None
+        span = own or getattr(context, _UPSTREAM_SPAN_ATTR, None)
+        if span is None:
+            return
+        statement = exception_context.statement or ""
+        try:
+            if span.is_recording():
+                self._enrich(span, exception_context.connection, context, statement, cursor=None)
+                if own is not None:
+                    span.set_status(
+                        Status(StatusCode.ERROR, str(exception_context.original_exception))
+                    )
+        except Exception:
+            self._log_failure(statement)
+        finally:
+            if own is not None:
+                own.end()
+
+    # -- work --------------------------------------------------------------------------
+
+    def _enrich(
+        self, span: Span, conn: Any, context: Any, statement: str, *, cursor: Any
+    ) -> None:
+        lineage = self._cache.for_execution(context, statement)
+        if lineage is None:
+            return
+        span.set_attributes(lineage.attributes)
+        info = self._engine_info(conn.engine, conn) if conn is not None else None
+        if info is not None:
+            span.set_attributes(info.attributes)
+            described = self._schemas.describe(info.schema_key, lineage, context)
+            if described:
+                span.set_attribute(attr.SQLALCHEMY_SCHEMA, described)
+        if cursor is not None and lineage.tables_written:
+            rowcount = getattr(cursor, "rowcount", -1)
+            if isinstance(rowcount, int) and rowcount >= 0:
+                span.set_attribute(attr.SQLALCHEMY_ROWCOUNT, rowcount)
+        self._stamp_run_id(span)
+
+    def _stamp_run_id(self, span: Span) -> None:
+        """``openlineage.run.id`` on the statement span and on its enclosing span, so Jaeger
+        leads to the run. The exporter computes the same id from the same ids."""
+        span_context = span.get_span_context()
+        parent = getattr(span, "parent", None)
+        if self._granularity == "job" and parent is not None and not parent.is_remote:
+            run_id = run_id_for(span_context.trace_id, parent.span_id)
+            enclosing = trace.get_current_span()
+            if enclosing.get_span_context().span_id == parent.span_id:
+                existing = getattr(enclosing, "attributes", None) or {}
+                if (
+                    existing.get(attr.OPENLINEAGE_RUN_ID) != run_id
+                    and attr.DB_SYSTEM not in existing
+                    and enclosing.is_recording()
+                ):
+                    enclosing.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
+        else:
+            run_id = run_id_for(span_context.trace_id, span_context.span_id)
+        span.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
+
+    def _engine_info(self, engine: Engine, conn: Any) -> _EngineInfo:
+        info = self._engines.get(engine)
+        if info is not None:
+            return info
+        with self._lock:
+            info = self._engines.get(engine)
+            if info is None:
+                dialect = conn.dialect
+                location = location_from_url(
+                    engine.url, getattr(dialect, "default_schema_name", None)
+                )
+                attributes: dict[str, Any] = {
+                    attr.OPENLINEAGE_DATASET_NAMESPACE: location.namespace,
+                    attr.SQLALCHEMY_DIALECT: dialect.name,
+                }
+                if location.database:
+                    attributes[attr.SQLALCHEMY_DATABASE] = location.database
+                if location.default_schema:
+                    attributes[attr.SQLALCHEMY_DEFAULT_SCHEMA] = location.default_schema
+                info = _EngineInfo(_upstream_traces(engine), attributes, location.namespace)
+                self._engines[engine] = info
+        return info
+
+    def mark_upstream_traced(self, engine: Engine) -> None:
+        with self._lock:
+            info = self._engines.get(engine)
+            if info is not None:
+                info.upstream_traced = True
+
+    def _start_own_span(self, statement: str, info: _EngineInfo) -> Span:
+        operation = _first_word(statement)
+        span = self._tracer.start_span(operation or "sql", kind=SpanKind.CLIENT)
+        if span.is_recording():
+            dialect = info.attributes.get(attr.SQLALCHEMY_DIALECT)
+            span.set_attribute(attr.DB_SYSTEM, "postgresql" if dialect == "postgresql" else
+                               str(dialect))
+            span.set_attribute(attr.DB_STATEMENT, statement)
+            database = info.attributes.get(attr.SQLALCHEMY_DATABASE)
+            if database:
+                span.set_attribute(attr.DB_NAME, database)
+        return span
+
+    def _log_failure(self, statement: str) -> None:
+        shape = statement[:200]
+        with self._lock:
+            if shape in self._failed_shapes:
+                return
+            if len(self._failed_shapes) < _MAX_LOGGED_FAILURES:
+                self._failed_shapes.add(shape)
+        _log.warning(
+            "otel-sqla-lineage: no lineage for statement %r (logged once per statement shape)",
+            shape,
+            exc_info=True,
+        )
+
+    def listeners(self) -> Iterable[tuple[str, Any]]:
+        return (
+            ("before_cursor_execute", self.before_cursor_execute),
+            ("after_cursor_execute", self.after_cursor_execute),
+            ("handle_error", self.handle_error),
+        )
+
+
+def _first_word(statement: str) -> str | None:
+    words = statement.lstrip().split(None, 1)
+    return words[0].upper() if words else None
+
+
+def _upstream_traces(engine: Engine) -> bool:
+    from opentelemetry.instrumentation.sqlalchemy import engine as upstream_engine
+
+    return bool(event.contains(engine, "after_cursor_execute", upstream_engine._after_cur_exec))
+
+
+class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Adds ORM mapper and table attributes to the spans of SQLAlchemy statements.
+
+    ``instrument()`` takes the keyword arguments of upstream's ``SQLAlchemyInstrumentor``
+    (``engine``, ``engines``, ``tracer_provider``, ``meter_provider``, ``enable_commenter``,
+    ``commenter_options``, ``enable_attribute_commenter``) plus ``granularity`` (``job`` or
+    ``statement``: which run ``openlineage.run.id`` names; default from
+    ``OTEL_SQLA_LINEAGE_GRANULARITY``).
+    """
+
+    _hooks: _StatementHooks | None = None
+    _instrumented_upstream: bool = False
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> Any:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        settings = LineageSettings.from_env(granularity=kwargs.get("granularity"))
+        tracer_provider: TracerProvider | None = kwargs.get("tracer_provider")
+        tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        hooks = _StatementHooks(
+            tracer, settings.granularity, SchemaAnnouncer(settings.schema_max_columns)
+        )
+        upstream = SQLAlchemyInstrumentor()
+        upstream_kwargs = {k: kwargs[k] for k in _UPSTREAM_KWARGS if k in kwargs}
+        self._instrumented_upstream = False
+        if not upstream.is_instrumented_by_opentelemetry:
+            # Upstream's version gate says "< 2.1"; its code runs on 2.1 unchanged.
+            upstream.instrument(skip_dep_check=True, **upstream_kwargs)
+            self._instrumented_upstream = True
+        for name, listener in hooks.listeners():
+            event.listen(Engine, name, listener)
+        self._hooks = hooks
+        explicit = _explicit_engines(kwargs)
+        for engine in explicit:
+            _trace_with_upstream(engine, upstream_kwargs)
+            hooks.mark_upstream_traced(engine)
+        if kwargs.get("engine") is not None:
+            return kwargs["engine"]
+        return explicit or None
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        hooks = self._hooks
+        if hooks is not None:
+            for name, listener in hooks.listeners():
+                if event.contains(Engine, name, listener):
+                    event.remove(Engine, name, listener)
+            self._hooks = None
+        if self._instrumented_upstream:
+            from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+            SQLAlchemyInstrumentor().uninstrument()
+            self._instrumented_upstream = False
+
+
+def _explicit_engines(kwargs: dict[str, Any]) -> list[Engine]:
+    engines: list[Any] = []
+    if kwargs.get("engine") is not None:
+        engines.append(kwargs["engine"])
+    extra = kwargs.get("engines")
+    if isinstance(extra, Sequence):
+        engines.extend(extra)
+    # an AsyncEngine runs on its sync_engine, which is where events fire
+    return [getattr(e, "sync_engine", e) for e in engines]
+
+
+def _trace_with_upstream(engine: Engine, upstream_kwargs: dict[str, Any]) -> None:
+    """Give an engine created before instrumentation upstream's span-making listeners."""
+    if _upstream_traces(engine):
+        return
+    from opentelemetry.instrumentation.sqlalchemy import engine as upstream_engine
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__ as upstream_version
+    from opentelemetry.metrics import get_meter
+
+    tracer = trace.get_tracer(
+        "opentelemetry.instrumentation.sqlalchemy",
+        upstream_version,
+        upstream_kwargs.get("tracer_provider"),
+    )
+    meter = get_meter(
+        "opentelemetry.instrumentation.sqlalchemy",
+        upstream_version,
+        upstream_kwargs.get("meter_provider"),
+    )
+    connections_usage = meter.create_up_down_counter(
+        name="db.client.connections.usage",
+        unit="connections",
+        description="The number of connections that are currently in state described by "
+        "the state attribute.",
+    )
+    upstream_engine.EngineTracer(
+        tracer,
+        engine,
+        connections_usage,
+        upstream_kwargs.get("enable_commenter", False),
+        upstream_kwargs.get("commenter_options", {}),
+        upstream_kwargs.get("enable_attribute_commenter", False),
+    )
+

@@ -1,0 +1,109 @@
+"""Shared fixtures: an isolated TracerProvider per test, the instrumentor, real PostgreSQL.
+
+The global tracer provider can be set only once per process, so tests hand their own
+provider to ``instrument(tracer_provider=...)`` and start their enclosing spans from it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+
+from otel_sqla_lineage.instrumentor import SQLAlchemyLineageInstrumentor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Traced:
+    provider: TracerProvider
+    tracer: Tracer
+    exporter: InMemorySpanExporter
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def statement_spans(self) -> list[ReadableSpan]:
+        """Spans of SQL statements (upstream's or ours), not connects or app spans."""
+        return [
+            s
+            for s in self.spans()
+            if s.attributes
+            and ("db.statement" in s.attributes or "db.query.text" in s.attributes)
+        ]
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+
+def make_traced() -> Traced:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Traced(provider, provider.get_tracer("tests"), exporter)
+
+
+@pytest.fixture
+def traced() -> Iterator[Traced]:
+    """A provider of our own, and the instrumentor on it; removed after the test."""
+    t = make_traced()
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=t.provider)
+    try:
+        yield t
+    finally:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL, started by the project's own script. Fails (never skips) when it
+    cannot be started, with the script's output as the reason."""
+    script = ROOT / "scripts" / "provision_postgres.sh"
+    proc = subprocess.run(
+        ["bash", str(script), "start"], capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"PostgreSQL could not be started by {script}:\n{proc.stderr[-4000:]}",
+            pytrace=False,
+        )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url2(postgres_url: str) -> str:
+    """The second database of the same server (a pipeline with two binds)."""
+    return postgres_url.rsplit("/", 1)[0] + "/osl_test2"
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path: Path) -> Iterator[Path]:
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def library(traced: Traced, tmp_path: Path) -> Iterator[Any]:
+    """The instrumentor tests' library database (tests/models.py) on a SQLite file created
+    after ``instrument()``, seeded; see tests/instrumentor_support.py."""
+    from instrumentor_support import open_library
+
+    lib = open_library(traced, tmp_path)
+    try:
+        yield lib
+    finally:
+        lib.close()
