@@ -323,14 +323,15 @@ class Converter:
             "processing_engine": self._engine_facet,
         }
         if parent is not None:
+            # "facets": {} as openlineage-python's ParentRunFacet serializes them
             parent_facet: dict[str, Any] = {
-                "job": {"name": parent.name, "namespace": parent.namespace},
-                "run": {"runId": parent.run_id},
+                "job": {"facets": {}, "name": parent.name, "namespace": parent.namespace},
+                "run": {"facets": {}, "runId": parent.run_id},
             }
             if root is not None:
                 parent_facet["root"] = {
-                    "job": {"name": root.name, "namespace": root.namespace},
-                    "run": {"runId": root.run_id},
+                    "job": {"facets": {}, "name": root.name, "namespace": root.namespace},
+                    "run": {"facets": {}, "runId": root.run_id},
                 }
             facets["parent"] = ev.facet(ev.PARENT_RUN, **parent_facet)
         return facets
@@ -416,7 +417,7 @@ class Converter:
                         if source is None:
                             continue
                         item = {"field": input_column, "name": source.name,
-                                "namespace": source.namespace}
+                                "namespace": source.namespace, "transformations": []}
                         if item not in fields:
                             fields.append(item)
         out = []
@@ -425,6 +426,7 @@ class Converter:
             if key in lineage:
                 facets["columnLineage"] = ev.facet(
                     ev.COLUMN_LINEAGE,
+                    dataset=[],
                     fields={
                         column: {"inputFields": inputs}
                         for column, inputs in sorted(lineage[key].items())

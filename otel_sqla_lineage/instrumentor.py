@@ -157,7 +157,11 @@ class _StatementHooks:
                 span.set_attribute(attr.SQLALCHEMY_SCHEMA, described)
         if cursor is not None and lineage.tables_written:
             rowcount = getattr(cursor, "rowcount", -1)
-            if isinstance(rowcount, int) and rowcount >= 0:
+            # With RETURNING, some drivers (sqlite3) count rows only as they are fetched,
+            # so a 0 before the fetch is not an answer: report nothing rather than 0.
+            if isinstance(rowcount, int) and (
+                rowcount > 0 or (rowcount == 0 and getattr(cursor, "description", None) is None)
+            ):
                 span.set_attribute(attr.SQLALCHEMY_ROWCOUNT, rowcount)
         self._stamp_run_id(span)
 

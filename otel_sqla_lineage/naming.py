@@ -135,6 +135,9 @@ def location_from_url(url: Any, default_schema: str | None = None) -> DatabaseLo
         host = None
     if scheme == "snowflake":
         host = host.split(".")[0] if host else host
+    if scheme == "bigquery":
+        # sqlalchemy-bigquery: bigquery://<project>/<default dataset>
+        return DatabaseLocation(scheme, None, None, host, default_schema or database)
     return DatabaseLocation(scheme, host, url.port, database, default_schema)
 
 

@@ -6,11 +6,14 @@ provider to ``instrument(tracer_provider=...)`` and start their enclosing spans 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -107,3 +110,59 @@ def library(traced: Traced, tmp_path: Path) -> Iterator[Any]:
         yield lib
     finally:
         lib.close()
+
+
+@dataclass
+class Lineage:
+    """A provider exporting to both an in-memory span list and our exporter (JSON lines)."""
+
+    traced: Traced
+    exporter: Any
+    events_file: Path
+
+    @property
+    def tracer(self) -> Tracer:
+        return self.traced.tracer
+
+    def events(self) -> list[dict[str, Any]]:
+        # SimpleSpanProcessor.force_flush does not reach the exporter: flush it directly
+        assert self.exporter.force_flush(10_000)
+        if not self.events_file.exists():
+            return []
+        return [json.loads(line) for line in self.events_file.read_text().splitlines()]
+
+    def runs(self) -> dict[str, list[dict[str, Any]]]:
+        """Events by job name, in order."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for event in self.events():
+            out.setdefault(event["job"]["name"], []).append(event)
+        return out
+
+
+def make_lineage(tmp_path: Path, **settings: Any) -> Lineage:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_sqla_lineage.delivery import JsonLinesSink
+    from otel_sqla_lineage.exporter import OpenLineageSpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "library"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    events_file = tmp_path / "events.jsonl"
+    exporter = OpenLineageSpanExporter(sink=JsonLinesSink(events_file), **settings)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traced = Traced(provider, provider.get_tracer("tests"), memory)
+    return Lineage(traced, exporter, events_file)
+
+
+@pytest.fixture
+def lineage(tmp_path: Path) -> Iterator[Lineage]:
+    """Instrumented SQLAlchemy + our exporter writing JSON lines to a temporary file."""
+    result = make_lineage(tmp_path)
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=result.traced.provider)
+    try:
+        yield result
+    finally:
+        instrumentor.uninstrument()
+        result.traced.provider.shutdown()
