@@ -215,6 +215,7 @@ class DeliveryQueue:
         self._cond = threading.Condition()
         self._put_count = 0
         self._done_count = 0
+        self._inflight = 0  # taken by the worker, not yet delivered: counts toward the bound
         self._closing = False
         self.delivered = 0
         self.dropped = 0
@@ -227,7 +228,7 @@ class DeliveryQueue:
     def put_many(self, events: Iterable[Event]) -> None:
         with self._cond:
             for event in events:
-                if self._closing or len(self._queue) >= self.max_events:
+                if self._closing or len(self._queue) + self._inflight >= self.max_events:
                     self.dropped += 1
                     if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
                         _log.warning(
@@ -262,6 +263,7 @@ class DeliveryQueue:
                     self._cond.wait(self._tick_interval)
                 batch = list(self._queue)
                 self._queue.clear()
+                self._inflight = len(batch)
                 closing = self._closing
             if not batch and self._tick is not None and not closing:
                 try:
@@ -289,6 +291,7 @@ class DeliveryQueue:
                 _log.exception("otel-sqla-lineage: %s failed to flush", self.sink.description)
             with self._cond:
                 self._done_count += len(batch)
+                self._inflight = 0
                 self._cond.notify_all()
                 if closing and not self._queue:
                     break

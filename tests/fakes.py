@@ -1,0 +1,73 @@
+"""Fakes for fault injection only: a lineage backend that fails or hangs. Every other test
+talks to real parts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FailingSink:
+    """A destination that raises on every event."""
+
+    description = "fake failing sink"
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def emit(self, event: Any) -> None:
+        self.attempts += 1
+        raise ConnectionError("fake backend is down")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class HangingSink:
+    """A destination that blocks until released (a backend that never answers)."""
+
+    description = "fake hanging sink"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.received: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.release.wait(30)
+        self.received.append(event)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.release.set()
+
+
+@contextmanager
+def fake_lineage_backend_returning(status: int) -> Iterator[tuple[str, list[bytes]]]:
+    """A fake OpenLineage HTTP endpoint on loopback answering every POST with ``status``."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,158 @@
+"""Delivery never hurts the host: a failing or hanging backend costs the application
+nothing, the queue is bounded, and the destination is chosen the usual OpenLineage way."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FailingSink, HangingSink, fake_lineage_backend_returning
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from otel_sqla_lineage.delivery import (
+    JsonLinesSink,
+    OpenLineageTransportSink,
+    resolve_transport_config,
+    sink_from_environment,
+)
+from otel_sqla_lineage.errors import ConfigError
+from otel_sqla_lineage.exporter import OpenLineageSpanExporter
+from otel_sqla_lineage.settings import LineageSettings
+
+
+def real_spans(exporter: OpenLineageSpanExporter, jobs: int) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    for i in range(jobs):
+        with tracer.start_as_current_span(f"job{i}"):
+            with tracer.start_as_current_span("SELECT", attributes={
+                    "db.system": "sqlite", "db.statement": "SELECT * FROM books"}):
+                pass
+
+
+def test_failing_backend_never_raises_into_the_app_and_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = FailingSink()
+    exporter = OpenLineageSpanExporter(sink=sink)
+    real_spans(exporter, 3)
+    assert exporter.force_flush(5000)
+    assert sink.attempts == 6
+    assert exporter.stats["failed"] == 6
+    assert "fake backend is down" in caplog.text
+    exporter.shutdown()
+
+
+def test_hanging_backend_does_not_block_export_and_the_queue_is_bounded() -> None:
+    sink = HangingSink()
+    exporter = OpenLineageSpanExporter(sink=sink, queue_max_events=10)
+    started = time.monotonic()
+    real_spans(exporter, 50)  # 100 events into a queue of 10, behind a backend that hangs
+    assert time.monotonic() - started < 2.0
+    stats = exporter.stats
+    assert stats["dropped"] == 100 - 10  # queued plus in flight never exceeds the bound
+    sink.release.set()
+    exporter.shutdown()
+
+
+def test_http_backend_answering_500_costs_the_app_nothing(tmp_path: Path) -> None:
+    with fake_lineage_backend_returning(500) as (url, bodies):
+        source, config = resolve_transport_config({"OPENLINEAGE_URL": url})
+        assert (source, config) == ("OPENLINEAGE_URL", {
+            "type": "http", "url": url, "endpoint": "api/v1/lineage"})
+        from openlineage.client.transport import get_default_factory
+
+        config["retry"] = {"total": 1, "backoff_factor": 0.01}
+        transport = get_default_factory().create(config)
+        exporter = OpenLineageSpanExporter(sink=OpenLineageTransportSink(transport, "http"))
+        started = time.monotonic()
+        real_spans(exporter, 2)
+        assert time.monotonic() - started < 1.0
+        assert exporter.force_flush(30_000)
+        assert exporter.stats["failed"] == 4
+        assert bodies, "the backend was called"
+        assert json.loads(bodies[0])["eventType"] == "START"
+        exporter.shutdown()
+
+
+def test_nothing_configured_means_a_json_lines_file_announced_once(
+    tmp_cwd: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED",
+                 "OTEL_SQLA_LINEAGE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_cwd))
+    sink = sink_from_environment(LineageSettings())
+    assert isinstance(sink, JsonLinesSink)
+    assert sink.path == tmp_cwd / "openlineage_events.jsonl"
+    assert caplog.text.count("no OpenLineage transport configured") == 1
+
+
+def test_openlineage_yml_and_env_vars_are_read_and_env_is_not_written(
+    tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_cwd / "openlineage.yml").write_text(
+        "transport:\n  type: file\n  log_file_path: from-yaml.jsonl\n  append: true\n")
+    env: dict[str, Any] = {"HOME": str(tmp_cwd)}
+    assert resolve_transport_config(env) == (
+        "config file openlineage.yml",
+        {"type": "file", "log_file_path": "from-yaml.jsonl", "append": True})
+    (tmp_cwd / "openlineage.yml").unlink()
+    env = {"OPENLINEAGE__TRANSPORT__TYPE": "console",
+           "OPENLINEAGE__TRANSPORT__RETRY__TOTAL": "3", "HOME": str(tmp_cwd)}
+    before = dict(env)
+    assert resolve_transport_config(env) == (
+        "OPENLINEAGE__TRANSPORT__* variables", {"type": "console", "retry": {"total": 3}})
+    assert env == before
+    assert resolve_transport_config({"OPENLINEAGE_DISABLED": "true"})[1] == {"type": "noop"}
+
+
+def test_configured_file_transport_goes_through_openlineage_python(
+    tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "file")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_cwd / "ol.jsonl"))
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
+    exporter = OpenLineageSpanExporter()
+    assert "file transport" in exporter._delivery.sink.description
+    real_spans(exporter, 1)
+    exporter.shutdown()
+    lines = (tmp_cwd / "ol.jsonl").read_text().splitlines()
+    assert [json.loads(line)["eventType"] for line in lines] == ["START", "COMPLETE"]
+
+
+def test_bad_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SQLA_LINEAGE_GRANULARITY", "per-row")
+    with pytest.raises(ConfigError, match="granularity must be one of job, statement"):
+        LineageSettings.from_env()
+    monkeypatch.setenv("OTEL_SQLA_LINEAGE_GRANULARITY", "job")
+    monkeypatch.setenv("OTEL_SQLA_LINEAGE_BUFFER_MAX_SPANS", "many")
+    with pytest.raises(ConfigError, match="OTEL_SQLA_LINEAGE_BUFFER_MAX_SPANS"):
+        LineageSettings.from_env()
+
+
+def test_shutdown_drains_held_statements_and_is_idempotent(tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    exporter = OpenLineageSpanExporter(sink=JsonLinesSink(events))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    job = tracer.start_span("never_ends")
+    with tracer.start_as_current_span(
+        "SELECT", context=trace.set_span_in_context(job),
+        attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"},
+    ):
+        pass
+    assert exporter.stats["held"] == 1  # waiting for its job span
+    exporter.shutdown()
+    exporter.shutdown()
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["eventType"], e["job"]["name"]) for e in lines] == [
+        ("START", "unknown_service:python.SELECT books"),
+        ("COMPLETE", "unknown_service:python.SELECT books")]
