@@ -37,7 +37,6 @@ _MAX_SQL_IN_JOB_FACET: Final = 20
 _MAX_SQL_CHARS: Final = 20_000
 _MAX_SCHEMAS_REMEMBERED: Final = 4096
 _MAX_ERROR_CHARS: Final = 4000
-_LOGGED_PARSE_FAILURES_MAX: Final = 1024
 UNKNOWN_PARENT_JOB: Final = "remote-parent"
 
 # SQLAlchemy puts bound parameters in str(exception); PostgreSQL puts key values in DETAIL.
@@ -144,13 +143,12 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 class Converter:
-    """Spans to events. Holds two bounded memories (schemas seen, logged parse failures);
-    both paths feed it the same spans and so give the same events."""
+    """Spans to events. Holds one bounded memory (the table schemas spans carried); both
+    paths feed it the same spans and so give the same events."""
 
     def __init__(self, settings: LineageSettings | None = None) -> None:
         self.settings = settings or LineageSettings()
         self._schemas: OrderedDict[tuple[str, str], Columns] = OrderedDict()
-        self._logged_parse_failures: set[str] = set()
         self._engine_facet = ev.facet(
             ev.PROCESSING_ENGINE,
             name="otel-sqla-lineage",
@@ -178,16 +176,14 @@ class Converter:
             lineage = _decode_column_lineage(a.get(attr.SQLALCHEMY_COLUMN_LINEAGE))
             integration = _SQLALCHEMY_INTEGRATION
         else:
-            parsed = parse_sql(sql or "", system)
-            if parsed.error and not (parsed.tables_read or parsed.tables_written):
-                self._log_parse_failure(sql or "", parsed.error)
+            parsed = parse_sql(sql or "", system)  # logs, once per SQL, what it cannot read
             read, written = parsed.tables_read, parsed.tables_written
             operation = _str(a.get(attr.DB_OPERATION_NAME)) or parsed.operation
-            lineage = {t: dict(parsed.column_lineage) for t in written} if parsed.column_lineage else {}
-            lineage = {
-                t: {col: tuple((o.table, o.column) for o in origins) for col, origins in cols.items()}
-                for t, cols in lineage.items()
+            by_column = {
+                column: tuple((o.table, o.column) for o in origins)
+                for column, origins in parsed.column_lineage
             }
+            lineage = {table: by_column for table in written} if by_column else {}
             integration = _OTHER_INTEGRATION
         for table, columns in decode_schemas(a.get(attr.SQLALCHEMY_SCHEMA)).items():
             self._remember_schema(location.namespace, table, columns)
@@ -214,19 +210,6 @@ class Converter:
         self._schemas.move_to_end(key)
         while len(self._schemas) > _MAX_SCHEMAS_REMEMBERED:
             self._schemas.popitem(last=False)
-
-    def _log_parse_failure(self, sql: str, error: str) -> None:
-        shape = sql[:200]
-        if shape in self._logged_parse_failures:
-            return
-        if len(self._logged_parse_failures) < _LOGGED_PARSE_FAILURES_MAX:
-            self._logged_parse_failures.add(shape)
-        _log.warning(
-            "otel-sqla-lineage: could not read the tables of %r (%s); the run is emitted "
-            "without them (logged once per statement shape)",
-            shape,
-            error,
-        )
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -403,7 +386,7 @@ class Converter:
     ) -> list[dict[str, Any]]:
         seen: dict[tuple[str, str], Dataset] = {}
         rows: dict[tuple[str, str], int] = {}
-        lineage: dict[tuple[str, str], dict[str, list[dict[str, str]]]] = {}
+        lineage: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
         for s in statements:
             for d in s.writes:
                 key = (d.namespace, d.name)
@@ -416,7 +399,7 @@ class Converter:
                         source = self._dataset(s.location, table) if s.location else None
                         if source is None:
                             continue
-                        item = {"field": input_column, "name": source.name,
+                        item: dict[str, Any] = {"field": input_column, "name": source.name,
                                 "namespace": source.namespace, "transformations": []}
                         if item not in fields:
                             fields.append(item)

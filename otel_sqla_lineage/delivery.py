@@ -173,8 +173,10 @@ def _transport_from_env_vars(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def sink_from_environment(settings: LineageSettings) -> EventSink:
-    source, config = resolve_transport_config()
+def sink_from_environment(
+    settings: LineageSettings, environ: Mapping[str, str] | None = None
+) -> EventSink:
+    source, config = resolve_transport_config(environ)
     if config is None:
         sink = JsonLinesSink(settings.default_file)
         _log.warning(

@@ -43,7 +43,7 @@ from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
 from otel_sqla_lineage.settings import Granularity, LineageSettings
-from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
+from otel_sqla_lineage.statement import StatementLineageCache
 from otel_sqla_lineage.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class _StatementHooks:
         span.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
 
     def _engine_info(self, engine: Engine, conn: Any) -> _EngineInfo:
+        engine = _base_engine(engine)
         info = self._engines.get(engine)
         if info is not None:
             return info
@@ -210,7 +211,7 @@ class _StatementHooks:
 
     def mark_upstream_traced(self, engine: Engine) -> None:
         with self._lock:
-            info = self._engines.get(engine)
+            info = self._engines.get(_base_engine(engine))
             if info is not None:
                 info.upstream_traced = True
 
@@ -253,6 +254,17 @@ def _first_word(statement: str) -> str | None:
     return words[0].upper() if words else None
 
 
+def _base_engine(engine: Any) -> Any:
+    """``engine.execution_options(...)`` returns an OptionEngine proxying the engine that
+    carries the listeners; events fire with the proxy as ``conn.engine``."""
+    for _ in range(8):
+        proxied = getattr(engine, "_proxied", None)
+        if proxied is None:
+            break
+        engine = proxied
+    return engine
+
+
 def _upstream_traces(engine: Engine) -> bool:
     from opentelemetry.instrumentation.sqlalchemy import engine as upstream_engine
 
@@ -288,6 +300,11 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         upstream_kwargs = {k: kwargs[k] for k in _UPSTREAM_KWARGS if k in kwargs}
         self._instrumented_upstream = False
         if not upstream.is_instrumented_by_opentelemetry:
+            # sqlalchemy.ext.asyncio binds create_engine when first imported; imported after
+            # upstream wraps it, every async engine would get two tracers (upstream issue
+            # opentelemetry-python-contrib#2149). Import it first.
+            import sqlalchemy.ext.asyncio  # noqa: F401
+
             # Upstream's version gate says "< 2.1"; its code runs on 2.1 unchanged.
             upstream.instrument(skip_dep_check=True, **upstream_kwargs)
             self._instrumented_upstream = True
@@ -312,8 +329,11 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._instrumented_upstream:
             from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-            SQLAlchemyInstrumentor().uninstrument()
             self._instrumented_upstream = False
+            try:
+                SQLAlchemyInstrumentor().uninstrument()
+            except Exception:  # never into the app; what upstream left is logged
+                _log.exception("otel-sqla-lineage: upstream SQLAlchemy uninstrument failed")
 
 
 def _explicit_engines(kwargs: dict[str, Any]) -> list[Engine]:
@@ -351,7 +371,7 @@ def _trace_with_upstream(engine: Engine, upstream_kwargs: dict[str, Any]) -> Non
         description="The number of connections that are currently in state described by "
         "the state attribute.",
     )
-    upstream_engine.EngineTracer(
+    upstream_engine.EngineTracer(  # type: ignore[no-untyped-call]
         tracer,
         engine,
         connections_usage,

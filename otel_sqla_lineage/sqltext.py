@@ -102,6 +102,7 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
     try:
         meta = openlineage_sql.parse([text], dialect=parser_dialect(dialect))
     except Exception as exc:  # the Rust side raises for input it cannot tokenise at all
+        _log.warning("otel-sqla-lineage: openlineage-sql failed on %r (%s)", sql[:200], exc)
         return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {exc}")
     if meta is None:
         return SqlLineage(operation, (), (), (), error="openlineage-sql returned nothing")
@@ -110,6 +111,12 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
     if operation is None and (read or written):
         operation = "INSERT" if written else "SELECT"
     error = "; ".join(str(e.message) for e in meta.errors) if meta.errors else None
+    if error and not (read or written):
+        # parse_sql is cached, so this is logged once per statement text
+        _log.warning(
+            "otel-sqla-lineage: openlineage-sql cannot read %r (%s); its tables are not "
+            "reported", sql[:200], error,
+        )
     lineage = tuple(
         (
             str(item.descendant.name),

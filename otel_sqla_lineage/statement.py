@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.sql import visitors
+from sqlalchemy.sql.compiler import DDLCompiler
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TableClause
@@ -111,17 +112,29 @@ class _MapperIndex:
         self._count = -1
         self._by_table: dict[TableClause, tuple[str, ...]] = {}
 
-    def mappers_of(self, table: TableClause) -> tuple[str, ...]:
+    def _refresh(self) -> None:
         mappers = _all_mappers()
-        if len(mappers) != self._count:
-            by_table: dict[TableClause, set[str]] = {}
-            for mapper in mappers:
-                local = getattr(mapper, "local_table", None)
-                if isinstance(local, TableClause):
-                    by_table.setdefault(local, set()).add(mapper_name(mapper))
-            self._by_table = {t: tuple(sorted(names)) for t, names in by_table.items()}
-            self._count = len(mappers)
+        if len(mappers) == self._count:
+            return
+        by_table: dict[TableClause, set[str]] = {}
+        for mapper in mappers:
+            local = getattr(mapper, "local_table", None)
+            if isinstance(local, TableClause):
+                by_table.setdefault(local, set()).add(mapper_name(mapper))
+        self._by_table = {t: tuple(sorted(names)) for t, names in by_table.items()}
+        self._count = len(mappers)
+
+    def mappers_of(self, table: TableClause) -> tuple[str, ...]:
+        self._refresh()
         return self._by_table.get(table, ())
+
+    def is_mapper_cache(self, cache: object) -> bool:
+        # Asked once per compiled statement, so no index: a mapper's cache is memoized
+        # lazily and reset when mappers are (re)configured. Peek without creating it.
+        return any(
+            getattr(mapper.base_mapper, "__dict__", {}).get("_compiled_cache") is cache
+            for mapper in _all_mappers()
+        )
 
 
 def _all_mappers() -> list[Any]:
@@ -207,7 +220,7 @@ def lineage_of_compiled(
     statement = compiled.statement
     if isinstance(statement, TextClause):
         return lineage_of_sql(compiled.string, dialect)
-    if getattr(compiled, "is_ddl", False):
+    if isinstance(compiled, DDLCompiler):  # (``compiled.is_ddl`` is 2.0+)
         return _ddl_lineage(compiled)
 
     statements = _statements_of(compiled)
@@ -229,13 +242,22 @@ def lineage_of_compiled(
             targets.add(target)
             if orm_flush and not mappers:
                 mappers.update(_mapper_index.mappers_of(target))
-        # Children other than the target itself: INSERT ... SELECT, UPDATE ... FROM,
-        # subqueries in WHERE / VALUES. A column of the target in WHERE does not make it
-        # an input (visitors do not walk from a column to its table).
+        # Children other than the target itself: INSERT ... SELECT, subqueries in
+        # WHERE / VALUES. A column of the target in WHERE does not make it an input
+        # (visitors do not walk from a column to its table).
         for child in stmt.get_children():
             if child is target:
                 continue
             read_set |= _tables_in(visitors.iterate(child))
+    # UPDATE ... FROM / DELETE ... USING: SQLAlchemy derives the other tables from the
+    # WHERE clause at compile time and keeps them on the compile state.
+    compile_state = getattr(compiled, "compile_state", None)
+    for extra in getattr(compile_state, "_extra_froms", None) or ():
+        read_set |= _tables_in(visitors.iterate(extra))
+    if not compiled.isinsert:
+        # the target inside its own WHERE subqueries is correlated, not an input
+        target_names = {table_name(t) for t in targets}
+        read_set = {t for t in read_set if table_name(t) not in target_names}
     column_lineage: tuple[tuple[str, tuple[ColumnOrigin, ...]], ...] = ()
     if compiled.isinsert and read_set:
         column_lineage = _insert_select_column_lineage(compiled, dialect)
@@ -293,9 +315,9 @@ def _origins_of_expression(expression: Any) -> tuple[ColumnOrigin, ...]:
 
 
 def lineage_of_sql(sql: str, dialect: str | None) -> StatementLineage:
+    """Lineage of SQL text; what the parser cannot read yields the operation alone
+    (sqltext logs it once per statement)."""
     parsed = parse_sql(sql, dialect)
-    if parsed.error and not (parsed.tables_read or parsed.tables_written):
-        raise UnparsableSQLError(parsed.error)
     return StatementLineage.build(
         parsed.operation,
         parsed.tables_read,
@@ -306,44 +328,87 @@ def lineage_of_sql(sql: str, dialect: str | None) -> StatementLineage:
     )
 
 
-class UnparsableSQLError(ValueError):
-    """openlineage-sql could not read the statement; the span keeps its upstream attributes."""
-
-
 class StatementLineageCache:
     """Lineage per compiled object (weakly held: SQLAlchemy's LRU decides their lifetime)
     and per driver-level SQL string (``exec_driver_sql``: bounded by the parser's LRU)."""
 
     def __init__(self) -> None:
-        self._by_compiled: weakref.WeakKeyDictionary[Any, StatementLineage | None] = (
+        self._by_compiled: weakref.WeakKeyDictionary[Any, StatementLineage] = (
             weakref.WeakKeyDictionary()
         )
+        # keyed by the lineage itself, not id(): ids are reused once an object is freed
+        self._translated: dict[
+            tuple[StatementLineage, tuple[tuple[Any, Any], ...]], StatementLineage
+        ] = {}
 
-    def for_execution(self, context: Any, statement: str) -> StatementLineage | None:
+    def for_execution(self, context: Any, statement: str) -> StatementLineage:
         compiled = context.compiled
         if compiled is None:
             return lineage_of_sql(statement, context.dialect.name)
-        try:
-            return self._by_compiled[compiled]
-        except KeyError:
-            pass
-        lineage = lineage_of_compiled(
-            compiled, context.dialect.name, orm_flush=_is_orm_flush(context)
-        )
-        self._by_compiled[compiled] = lineage
+        lineage = self._by_compiled.get(compiled)
+        if lineage is None:
+            lineage = lineage_of_compiled(
+                compiled, context.dialect.name, orm_flush=_is_orm_flush(context)
+            )
+            self._by_compiled[compiled] = lineage
+        translate = context.execution_options.get("schema_translate_map")
+        if translate:
+            # one compiled statement serves every map (SQLAlchemy renders the schema at
+            # execution), so the translation is applied here, cached per map
+            return self._translate(lineage, translate)
         return lineage
+
+    def _translate(self, lineage: StatementLineage, mapping: Any) -> StatementLineage:
+        key = (lineage, tuple(sorted(mapping.items(), key=repr)))
+        found = self._translated.get(key)
+        if found is None:
+            if len(self._translated) > 1024:
+                self._translated.clear()
+            found = self._translated[key] = translate_schemas(lineage, mapping)
+        return found
 
     def clear(self) -> None:
         self._by_compiled.clear()
+        self._translated.clear()
+
+
+def translate_schemas(lineage: StatementLineage, mapping: Any) -> StatementLineage:
+    """The lineage with ``schema_translate_map`` applied to its table names."""
+
+    def rename(name: str) -> str:
+        schema, _, table = name.rpartition(".")
+        new_schema = mapping.get(schema or None, schema or None)
+        return f"{new_schema}.{table}" if new_schema else table
+
+    def rename_column_lineage() -> tuple[tuple[str, tuple[ColumnOrigin, ...]], ...]:
+        return tuple(
+            (column, tuple(ColumnOrigin(rename(o.table), o.column) for o in origins))
+            for column, origins in lineage.column_lineage
+        )
+
+    translated = StatementLineage.build(
+        lineage.operation,
+        map(rename, lineage.tables_read),
+        map(rename, lineage.tables_written),
+        lineage.mappers,
+        lineage.source,
+        rename_column_lineage(),
+    )
+    # schemas of the modelled tables travel under their translated names
+    tables = tuple((rename(name), table) for name, table in lineage.tables)
+    return StatementLineage(
+        translated.operation, translated.tables_read, translated.tables_written,
+        translated.mappers, translated.source, translated.column_lineage,
+        translated.attributes, tables,
+    )
 
 
 def _is_orm_flush(context: Any) -> bool:
     # The unit of work executes with the base mapper's own compiled cache (persistence.py,
-    # SQLAlchemy 1.4-2.1); Core statements use the engine's cache.
+    # SQLAlchemy 1.4-2.1); Core statements use the engine's, or one the user passed.
     options = getattr(context, "execution_options", None) or {}
     cache = options.get("compiled_cache")
-    engine = getattr(getattr(context, "root_connection", None), "engine", None)
-    return cache is not None and cache is not getattr(engine, "_compiled_cache", None)
+    return cache is not None and _mapper_index.is_mapper_cache(cache)
 
 
 __all__ = [
@@ -352,7 +417,6 @@ __all__ = [
     "SOURCE_SQL",
     "StatementLineage",
     "StatementLineageCache",
-    "UnparsableSQLError",
     "lineage_of_compiled",
     "lineage_of_sql",
     "table_name",

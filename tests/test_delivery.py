@@ -29,11 +29,12 @@ def real_spans(exporter: OpenLineageSpanExporter, jobs: int) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("t")
+    statement = {"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
     for i in range(jobs):
-        with tracer.start_as_current_span(f"job{i}"):
-            with tracer.start_as_current_span("SELECT", attributes={
-                    "db.system": "sqlite", "db.statement": "SELECT * FROM books"}):
-                pass
+        with tracer.start_as_current_span(f"job{i}"), tracer.start_as_current_span(
+            "SELECT", attributes=statement
+        ):
+            pass
 
 
 def test_failing_backend_never_raises_into_the_app_and_is_counted(

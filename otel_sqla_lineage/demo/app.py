@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry import trace
@@ -42,10 +44,10 @@ class Library:
 
     def book_inventory(self) -> list[tuple[str, int]]:
         with self.tracer.start_as_current_span("book_inventory"), Session(self.engine) as s:
-            rows = s.execute(
+            rows: Sequence[Any] = s.execute(
                 sa.select(Book.title, Book.copies_available).order_by(Book.title)
             ).all()
-            return [(title, copies) for title, copies in rows]
+            return [(str(title), int(copies)) for title, copies in rows]
 
     def checkout_book(self, user_email: str, title: str) -> None:
         with self.tracer.start_as_current_span("checkout_book"), Session(self.engine) as s:
@@ -53,7 +55,7 @@ class Library:
             book = s.execute(sa.select(Book).where(Book.title == title)).scalar_one()
             if book.copies_available < 1:
                 raise BookUnavailable(f"no copy of {title!r} is available")
-            book.copies_available -= 1
+            book.copies_available -= 1  # type: ignore[assignment]  # (1.4-style models)
             s.add(BookHistory(book=book, user=user, checked_out=dt.date(2026, 11, 1)))
             s.commit()
 
@@ -84,7 +86,7 @@ class Library:
             users = s.execute(
                 sa.select(User).options(selectinload(User.history), selectinload(User.posts))
             ).scalars().all()
-            return [(u.name, len(u.history)) for u in users]
+            return [(str(u.name), len(u.history)) for u in users]
 
     def register_duplicate_user(self) -> None:
         """A unique-constraint violation: the job fails with the database's message."""

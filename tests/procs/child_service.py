@@ -26,10 +26,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         context = propagate.extract(self.headers)  # case-insensitive, like real servers
         with tracer.start_as_current_span("load_books", context=context,
-                                          kind=trace.SpanKind.SERVER):
-            with engine.begin() as conn:
-                conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS books (id INTEGER, title TEXT)")
-                conn.exec_driver_sql("INSERT INTO books VALUES (1, 'Dune')")
+                                          kind=trace.SpanKind.SERVER), engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS books (id INTEGER, title TEXT)")
+            conn.exec_driver_sql("INSERT INTO books VALUES (1, 'Dune')")
         self.send_response(200)
         self.end_headers()
 

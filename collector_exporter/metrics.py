@@ -1,0 +1,61 @@
+"""The service's own counters, served in the Prometheus text format on ``/metrics`` (and
+logged periodically): what was received, rejected, held, emitted, dropped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Snapshot = Callable[[], dict[str, int]]
+
+_HELP = {
+    "requests": "OTLP export requests received",
+    "requests_unauthenticated": "requests refused for a missing or wrong bearer token",
+    "spans_received": "spans received",
+    "spans_rejected": "spans rejected as malformed (reported as OTLP partial success)",
+    "spans_seen": "spans that reached the converter",
+    "statements_seen": "database statement spans",
+    "runs_emitted": "OpenLineage runs emitted",
+    "events_emitted": "OpenLineage events emitted",
+    "held": "statements and runs held waiting for their enclosing span",
+    "expired": "held spans emitted without their parent after the max age",
+    "evicted": "held spans emitted early because the buffer was full",
+    "delivered": "events the OpenLineage transport accepted",
+    "failed": "events the OpenLineage transport refused",
+    "dropped": "events dropped because the delivery queue was full",
+}
+
+
+def render(snapshot: dict[str, int]) -> str:
+    lines = []
+    for key, value in sorted(snapshot.items()):
+        name = f"collector_exporter_{key}"
+        kind = "gauge" if key == "held" else "counter"
+        lines.append(f"# HELP {name} {_HELP.get(key, key)}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def serve_metrics(address: str, snapshot: Snapshot) -> ThreadingHTTPServer:
+    host, _, port = address.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = render(snapshot()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

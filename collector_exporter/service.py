@@ -1,0 +1,94 @@
+"""The OTLP ``TraceService``: requests become span views, go through the same run
+assembly and converter as the in-process exporter, and out through the same delivery."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from collector_exporter.decode import decode_request
+from otel_sqla_lineage.assemble import RunAssembler
+from otel_sqla_lineage.convert import Converter
+from otel_sqla_lineage.delivery import DeliveryQueue, EventSink
+from otel_sqla_lineage.settings import LineageSettings
+
+_log = logging.getLogger(__name__)
+
+
+class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self, lineage: LineageSettings, sink: EventSink, bearer_token: str | None = None
+    ) -> None:
+        self._assembler = RunAssembler(Converter(lineage))
+        self._lock = threading.Lock()
+        self._delivery = DeliveryQueue(sink, lineage.queue_max_events, tick=self.expire)
+        self._expected_auth = f"Bearer {bearer_token}" if bearer_token else None
+        self._counts = {"requests": 0, "requests_unauthenticated": 0, "spans_received": 0,
+                        "spans_rejected": 0}
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        with self._lock:
+            self._counts["requests"] += 1
+        if self._expected_auth is not None and not self._authorized(context):
+            with self._lock:
+                self._counts["requests_unauthenticated"] += 1
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        decoded = decode_request(request)
+        events = []
+        converted_failures = 0
+        with self._lock:
+            self._counts["spans_received"] += len(decoded.spans) + decoded.rejected
+            for span in decoded.spans:
+                try:
+                    events.extend(self._assembler.add(span))
+                except Exception:
+                    converted_failures += 1
+                    _log.exception("collector_exporter: span %r could not be converted", span.name)
+            self._counts["spans_rejected"] += decoded.rejected + converted_failures
+        self._delivery.put_many(events)
+        rejected = decoded.rejected + converted_failures
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if rejected:
+            reasons = "; ".join(decoded.reasons) or "conversion failed"
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = f"{rejected} span(s) rejected: {reasons}"
+            _log.warning("collector_exporter: %s", response.partial_success.error_message)
+        return response
+
+    def _authorized(self, context: Any) -> bool:
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and self._expected_auth is not None:
+                return hmac.compare_digest(str(value), self._expected_auth)
+        return False
+
+    def expire(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._assembler.expire()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            out = dict(self._counts)
+            out.update(self._assembler.stats.as_dict())
+            out["held"] = self._assembler.held
+        out.update(delivered=self._delivery.delivered, dropped=self._delivery.dropped,
+                   failed=self._delivery.failed)
+        return out
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Emit every held run and wait for delivery (graceful shutdown)."""
+        with self._lock:
+            events = self._assembler.drain()
+        self._delivery.put_many(events)
+        return self._delivery.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        flushed = self.flush(timeout)
+        self._delivery.close(timeout)
+        return flushed
