@@ -20,8 +20,6 @@ OPENLINEAGE_RUN_ID: Final = "openlineage.run.id"
 # reported for DML, and the dataset coordinates as the instrumentor saw them on the engine
 # (URL without credentials, dialect's default schema), so the converter need not guess.
 SQLALCHEMY_ROWCOUNT: Final = "db.sqlalchemy.rowcount"
-SQLALCHEMY_DIALECT: Final = "db.sqlalchemy.dialect"
-SQLALCHEMY_DATABASE: Final = "db.sqlalchemy.database"
 SQLALCHEMY_DEFAULT_SCHEMA: Final = "db.sqlalchemy.default_schema"
 # JSON {"<table>": [["<column>", "<SQL type>"], ...]}, on the first statement touching a
 # table (and again every few minutes), so the Collector path learns schemas too.

@@ -100,14 +100,11 @@ def location_from_attributes(a: Mapping[str, Any]) -> DatabaseLocation:
     new names), as Java, Go or Node instrumentations report them."""
     system = _str(a.get(attr.DB_SYSTEM_NAME)) or _str(a.get(attr.DB_SYSTEM))
     scheme = scheme_for(system)
-    database = _str(a.get(attr.SQLALCHEMY_DATABASE))
     default_schema = _str(a.get(attr.SQLALCHEMY_DEFAULT_SCHEMA))
-    if database is None:
-        namespace = _str(a.get(attr.DB_NAMESPACE)) or _str(a.get(attr.DB_NAME))
-        if namespace and "|" in namespace:  # semconv: "{database}|{schema}" (SQL Server)
-            namespace, _, schema = namespace.partition("|")
-            default_schema = default_schema or schema or None
-        database = namespace
+    database = _str(a.get(attr.DB_NAMESPACE)) or _str(a.get(attr.DB_NAME))
+    if database and "|" in database:  # semconv: "{database}|{schema}" (SQL Server)
+        database, _, schema = database.partition("|")
+        default_schema = default_schema or schema or None
     host = _str(a.get(attr.SERVER_ADDRESS)) or _str(a.get(attr.NET_PEER_NAME))
     port = _int(a.get(attr.SERVER_PORT)) or _int(a.get(attr.NET_PEER_PORT))
     return DatabaseLocation(

@@ -38,7 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from otel_sqla_lineage import attributes as attr
-from otel_sqla_lineage.naming import location_from_url
+from otel_sqla_lineage.naming import default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
@@ -61,15 +61,28 @@ _UPSTREAM_KWARGS = (
 )
 
 
-class _EngineInfo:
-    """What we know of one engine, computed at its first statement."""
+_MAX_MERGED_PER_ENGINE = 2048
 
-    __slots__ = ("attributes", "schema_key", "upstream_traced")
+
+class _EngineInfo:
+    """What we know of one engine, computed at its first statement, and the span
+    attributes of each statement shape run on it (lineage + engine), merged once."""
+
+    __slots__ = ("attributes", "merged", "schema_key", "upstream_traced")
 
     def __init__(self, upstream_traced: bool, attributes: dict[str, Any], schema_key: str):
         self.upstream_traced = upstream_traced
         self.attributes = attributes
         self.schema_key = schema_key
+        self.merged: dict[StatementLineage, dict[str, Any]] = {}
+
+    def attributes_for(self, lineage: StatementLineage) -> dict[str, Any]:
+        merged = self.merged.get(lineage)
+        if merged is None:
+            if len(self.merged) >= _MAX_MERGED_PER_ENGINE:
+                self.merged.clear()
+            merged = self.merged[lineage] = {**lineage.attributes, **self.attributes}
+        return merged
 
 
 class _StatementHooks:
@@ -86,6 +99,10 @@ class _StatementHooks:
         self._own_spans: weakref.WeakKeyDictionary[Any, Span] = weakref.WeakKeyDictionary()
         self._failed_shapes: set[str] = set()
         self._lock = threading.Lock()
+        # the enclosing span stamped last: statements of one job come in a row, so most
+        # statements skip the look-up of the current span (racy reads are harmless: a
+        # mismatch only stamps the same id again)
+        self._last_stamped = 0
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -97,7 +114,7 @@ class _StatementHooks:
             info = self._engine_info(conn.engine, conn)
             if info.upstream_traced or context is None or not is_instrumentation_enabled():
                 return
-            self._own_spans[context] = self._start_own_span(statement, info)
+            self._own_spans[context] = self._start_own_span(statement, conn)
         except Exception:
             _log.exception("otel-sqla-lineage: could not start a span for a statement")
 
@@ -146,15 +163,13 @@ class _StatementHooks:
         self, span: Span, conn: Any, context: Any, statement: str, *, cursor: Any
     ) -> None:
         lineage = self._cache.for_execution(context, statement)
-        if lineage is None:
-            return
-        span.set_attributes(lineage.attributes)
         info = self._engine_info(conn.engine, conn) if conn is not None else None
-        if info is not None:
-            span.set_attributes(info.attributes)
+        attributes = info.attributes_for(lineage) if info is not None else lineage.attributes
+        extra: dict[str, Any] = {attr.OPENLINEAGE_RUN_ID: self._run_id(span)}
+        if info is not None and lineage.tables:
             described = self._schemas.describe(info.schema_key, lineage, context)
             if described:
-                span.set_attribute(attr.SQLALCHEMY_SCHEMA, described)
+                extra[attr.SQLALCHEMY_SCHEMA] = described
         if cursor is not None and lineage.tables_written:
             rowcount = getattr(cursor, "rowcount", -1)
             # With RETURNING, some drivers (sqlite3) count rows only as they are fetched,
@@ -162,28 +177,26 @@ class _StatementHooks:
             if isinstance(rowcount, int) and (
                 rowcount > 0 or (rowcount == 0 and getattr(cursor, "description", None) is None)
             ):
-                span.set_attribute(attr.SQLALCHEMY_ROWCOUNT, rowcount)
-        self._stamp_run_id(span)
+                extra[attr.SQLALCHEMY_ROWCOUNT] = rowcount
+        # one call: the SDK takes its lock and validates per call
+        span.set_attributes({**attributes, **extra})
 
-    def _stamp_run_id(self, span: Span) -> None:
-        """``openlineage.run.id`` on the statement span and on its enclosing span, so Jaeger
-        leads to the run. The exporter computes the same id from the same ids."""
+    def _run_id(self, span: Span) -> str:
+        """The ``openlineage.run.id`` of a statement span; also stamped on its enclosing
+        span, so Jaeger leads to the run. The exporter computes the same id."""
         span_context = span.get_span_context()
         parent = getattr(span, "parent", None)
-        if self._granularity == "job" and parent is not None and not parent.is_remote:
-            run_id = run_id_for(span_context.trace_id, parent.span_id)
+        if self._granularity != "job" or parent is None or parent.is_remote:
+            return run_id_for(span_context.trace_id, span_context.span_id)
+        run_id = run_id_for(span_context.trace_id, parent.span_id)
+        if parent.span_id != self._last_stamped:
             enclosing = trace.get_current_span()
             if enclosing.get_span_context().span_id == parent.span_id:
                 existing = getattr(enclosing, "attributes", None) or {}
-                if (
-                    existing.get(attr.OPENLINEAGE_RUN_ID) != run_id
-                    and attr.DB_SYSTEM not in existing
-                    and enclosing.is_recording()
-                ):
+                if attr.DB_SYSTEM not in existing and enclosing.is_recording():
                     enclosing.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
-        else:
-            run_id = run_id_for(span_context.trace_id, span_context.span_id)
-        span.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
+            self._last_stamped = parent.span_id
+        return run_id
 
     def _engine_info(self, engine: Engine, conn: Any) -> _EngineInfo:
         engine = _base_engine(engine)
@@ -197,13 +210,15 @@ class _StatementHooks:
                 location = location_from_url(
                     engine.url, getattr(dialect, "default_schema_name", None)
                 )
+                # Only what upstream's attributes do not already say: the exact namespace
+                # (absolute SQLite path, host as the app sees it) and a default schema
+                # other than the dialect's usual one (search_path, login default).
                 attributes: dict[str, Any] = {
                     attr.OPENLINEAGE_DATASET_NAMESPACE: location.namespace,
-                    attr.SQLALCHEMY_DIALECT: dialect.name,
                 }
-                if location.database:
-                    attributes[attr.SQLALCHEMY_DATABASE] = location.database
-                if location.default_schema:
+                if location.default_schema and location.default_schema != default_schema_of(
+                    location.scheme
+                ):
                     attributes[attr.SQLALCHEMY_DEFAULT_SCHEMA] = location.default_schema
                 info = _EngineInfo(_upstream_traces(engine), attributes, location.namespace)
                 self._engines[engine] = info
@@ -215,17 +230,24 @@ class _StatementHooks:
             if info is not None:
                 info.upstream_traced = True
 
-    def _start_own_span(self, statement: str, info: _EngineInfo) -> Span:
+    def _start_own_span(self, statement: str, conn: Any) -> Span:
+        """A span like upstream's (its default, pre-1.26 semantic conventions), for an
+        engine upstream does not trace."""
         operation = _first_word(statement)
         span = self._tracer.start_span(operation or "sql", kind=SpanKind.CLIENT)
         if span.is_recording():
-            dialect = info.attributes.get(attr.SQLALCHEMY_DIALECT)
-            span.set_attribute(attr.DB_SYSTEM, "postgresql" if dialect == "postgresql" else
-                               str(dialect))
-            span.set_attribute(attr.DB_STATEMENT, statement)
-            database = info.attributes.get(attr.SQLALCHEMY_DATABASE)
-            if database:
-                span.set_attribute(attr.DB_NAME, database)
+            url = conn.engine.url
+            attributes: dict[str, Any] = {
+                attr.DB_SYSTEM: _db_system(conn.dialect.name),
+                attr.DB_STATEMENT: statement,
+            }
+            if url.database:
+                attributes[attr.DB_NAME] = url.database
+            if url.host:
+                attributes[attr.NET_PEER_NAME] = url.host
+            if url.port:
+                attributes[attr.NET_PEER_PORT] = url.port
+            span.set_attributes(attributes)
         return span
 
     def _log_failure(self, statement: str) -> None:
@@ -247,6 +269,15 @@ class _StatementHooks:
             ("after_cursor_execute", self.after_cursor_execute),
             ("handle_error", self.handle_error),
         )
+
+
+def _db_system(dialect_name: str) -> str:
+    # upstream's _normalize_vendor
+    if "sqlite" in dialect_name:
+        return "sqlite"
+    if "postgres" in dialect_name:
+        return "postgresql"
+    return dialect_name
 
 
 def _first_word(statement: str) -> str | None:

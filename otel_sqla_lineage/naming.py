@@ -58,6 +58,11 @@ _THREE_PART: Final = frozenset({"postgres", "mssql", "oracle", "trino", "snowfla
 _FILE_BASED: Final = frozenset({"sqlite", "duckdb"})
 
 
+def default_schema_of(scheme: str) -> str | None:
+    """The schema unqualified tables land in when nothing says otherwise."""
+    return _DEFAULT_SCHEMAS.get(scheme)
+
+
 def scheme_for(system: str | None) -> str:
     if not system:
         return "unknown"

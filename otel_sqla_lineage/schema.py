@@ -76,6 +76,7 @@ class SchemaAnnouncer:
         self.max_columns = max_columns
         self._clock = clock
         self._announced: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._quiet_until: dict[tuple[str, Any], float] = {}
         self._lock = threading.Lock()
 
     def describe(self, database_key: str, lineage: Any, context: Any) -> str | None:
@@ -83,6 +84,13 @@ class SchemaAnnouncer:
         if not tables:
             return None
         now = self._clock()
+        # fast path, no lock: this statement shape's tables were all described recently
+        shape_key = (database_key, lineage)
+        if now < self._quiet_until.get(shape_key, 0.0):
+            return None
+        if len(self._quiet_until) > _MAX_REMEMBERED:
+            self._quiet_until.clear()
+        self._quiet_until[shape_key] = now + REANNOUNCE_SECONDS
         due: dict[str, Columns] = {}
         with self._lock:
             for name, table in tables:

@@ -43,7 +43,6 @@ def sqlite_statement(span_id: int, parent: int | None, *, sql: str, operation: s
         "db.operation.name": operation,
         "db.sqlalchemy.source": "orm",
         "openlineage.dataset.namespace": "sqlite://apphost/srv/library.db",
-        "db.sqlalchemy.database": "/srv/library.db",
     }
     if read:
         attributes["db.sqlalchemy.tables.read"] = read

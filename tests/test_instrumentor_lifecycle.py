@@ -393,7 +393,7 @@ def test_session_with_two_binds_reports_each_statement_on_its_own_database(trace
     spans = traced.statement_spans()
     executed = [*logs[people].statements, *logs[catalog].statements]
     assert sorted(statement_of(s) for s in spans) == sorted(executed)
-    by_database = [(s.attributes["db.sqlalchemy.database"], lineage(s)) for s in spans]
+    by_database = [(s.attributes["db.name"], lineage(s)) for s in spans]
     assert by_database == [
         (str(tmp_path / "people.db"),
          expected("SELECT", "orm", collection="users", mappers=("models.User",),
