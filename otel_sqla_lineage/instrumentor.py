@@ -43,7 +43,7 @@ from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
 from otel_sqla_lineage.settings import Granularity, LineageSettings
-from otel_sqla_lineage.statement import StatementLineageCache
+from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__
 
 _log = logging.getLogger(__name__)
