@@ -95,6 +95,13 @@ class RunRef:
     run_id: str
 
 
+_LOCATION_KEYS: Final = (
+    attr.DB_SYSTEM_NAME, attr.DB_SYSTEM, attr.SQLALCHEMY_DEFAULT_SCHEMA, attr.DB_NAMESPACE,
+    attr.DB_NAME, attr.SERVER_ADDRESS, attr.NET_PEER_NAME, attr.SERVER_PORT,
+    attr.NET_PEER_PORT, attr.OPENLINEAGE_DATASET_NAMESPACE,
+)
+
+
 def location_from_attributes(a: Mapping[str, Any]) -> DatabaseLocation:
     """Where the statement ran, from our attributes or the semantic conventions (old and
     new names), as Java, Go or Node instrumentations report them."""
@@ -146,12 +153,18 @@ class Converter:
     def __init__(self, settings: LineageSettings | None = None) -> None:
         self.settings = settings or LineageSettings()
         self._schemas: OrderedDict[tuple[str, str], Columns] = OrderedDict()
-        self._engine_facet = ev.facet(
+        # shared, pre-serialized parts of events (bounded): jobs, dataset facets, datasets
+        self._jobs: dict[Any, ev.Frozen] = {}
+        self._dataset_facet_cache: dict[Any, ev.Frozen] = {}
+        self._dataset_cache: dict[Any, ev.Frozen] = {}
+        self._locations: dict[Any, DatabaseLocation] = {}
+        self._datasets: dict[tuple[DatabaseLocation, str], Dataset] = {}
+        self._engine_facet = ev.Frozen(ev.facet(
             ev.PROCESSING_ENGINE,
             name="otel-sqla-lineage",
             version=__version__,
             openlineageAdapterVersion=__version__,
-        )
+        ))
 
     # -- statements ----------------------------------------------------------------------
 
@@ -164,7 +177,11 @@ class Converter:
         has_ours = attr.SQLALCHEMY_SOURCE in a
         if sql is None and not has_ours:
             return None  # a connect span, a pool span: database, but no statement
-        location = location_from_attributes(a)
+        location_key = tuple(a.get(k) for k in _LOCATION_KEYS)
+        location = self._locations.get(location_key)
+        if location is None:
+            location = location_from_attributes(a)
+            _bounded_put(self._locations, location_key, location)
         system = _str(a.get(attr.DB_SYSTEM_NAME)) or _str(a.get(attr.DB_SYSTEM))
         if has_ours:
             read = _strings(a.get(attr.SQLALCHEMY_TABLES_READ))
@@ -199,7 +216,13 @@ class Converter:
         )
 
     def _dataset(self, location: DatabaseLocation, table: str) -> Dataset:
-        return Dataset(location.namespace, location.dataset_name(table), location.uri, table)
+        key = (location, table)
+        dataset = self._datasets.get(key)
+        if dataset is None:
+            dataset = Dataset(location.namespace, location.dataset_name(table), location.uri,
+                              table)
+            _bounded_put(self._datasets, key, dataset)
+        return dataset
 
     def _remember_schema(self, namespace: str, table: str, columns: Columns) -> None:
         key = (namespace, table)
@@ -253,55 +276,46 @@ class Converter:
         span itself (granularity ``statement``, or a statement with no enclosing span)."""
         ref = self.ref(span, statements[0] if as_statement and statements else None)
         run_facets = self._run_facets(span, parent, root)
-        job_facets = self._job_facets(statements, as_statement)
+        job = self._job(ref, statements, as_statement)
         ok = [s for s in statements if not s.failed]
         inputs = self._inputs(ok)
+        start_outputs, end_outputs = self._outputs(ok)
         start = ev.run_event(
-            event_type="START",
-            event_time_ns=span.start_ns,
-            run_id=ref.run_id,
-            run_facets=run_facets,
-            job_namespace=ref.namespace,
-            job_name=ref.name,
-            job_facets=job_facets,
-            inputs=inputs,
-            outputs=self._outputs(ok, with_statistics=False),
+            event_type="START", event_time_ns=span.start_ns, run_id=ref.run_id,
+            run_facets=run_facets, job=job, inputs=inputs, outputs=start_outputs,
         )
         end_facets = run_facets
         event_type = "COMPLETE"
         if span.failed:
             event_type = "FAIL"
-            end_facets = {**run_facets, "errorMessage": self._error_facet(span)}
+            end_facets = ev.Frozen(run_facets, errorMessage=self._error_facet(span))
         end = ev.run_event(
-            event_type=event_type,
-            event_time_ns=span.end_ns,
-            run_id=ref.run_id,
-            run_facets=end_facets,
-            job_namespace=ref.namespace,
-            job_name=ref.name,
-            job_facets=job_facets,
-            inputs=inputs,
-            outputs=self._outputs(ok, with_statistics=True),
+            event_type=event_type, event_time_ns=span.end_ns, run_id=ref.run_id,
+            run_facets=end_facets, job=job, inputs=inputs, outputs=end_outputs,
         )
         return [start, end]
 
     def _run_facets(
         self, span: SpanView, parent: RunRef | None, root: RunRef | None
-    ) -> dict[str, Any]:
-        facets: dict[str, Any] = {
-            "opentelemetry": ev.facet(
-                ev.OPENTELEMETRY_RUN,
-                traceId=f"{span.trace_id:032x}",
-                spanId=f"{span.span_id:016x}",
-                parentSpanId=f"{span.parent_span_id:016x}" if span.parent_span_id else None,
-                serviceName=span.service_name,
-                traceUrl=f"{self.settings.trace_ui_url}/trace/{span.trace_id:032x}"
-                if self.settings.trace_ui_url
-                else None,
-                sampled=None if span.sampled else False,
-            ),
-            "processing_engine": self._engine_facet,
+    ) -> ev.Frozen:
+        trace_hex = f"{span.trace_id:032x}"
+        otel: dict[str, Any] = {
+            "_producer": ev.PRODUCER,
+            "_schemaURL": ev.OPENTELEMETRY_RUN,
+            "spanId": f"{span.span_id:016x}",
+            "traceId": trace_hex,
         }
+        if span.parent_span_id:
+            otel["parentSpanId"] = f"{span.parent_span_id:016x}"
+        service = span.service_name
+        if service:
+            otel["serviceName"] = service
+        if self.settings.trace_ui_url:
+            otel["traceUrl"] = f"{self.settings.trace_ui_url}/trace/{trace_hex}"
+        if not span.sampled:
+            otel["sampled"] = False
+        # Frozen: START and COMPLETE carry the same run facets, serialized once
+        facets = ev.Frozen(opentelemetry=otel, processing_engine=self._engine_facet)
         if parent is not None:
             # "facets": {} as openlineage-python's ParentRunFacet serializes them
             parent_facet: dict[str, Any] = {
@@ -316,29 +330,35 @@ class Converter:
             facets["parent"] = ev.facet(ev.PARENT_RUN, **parent_facet)
         return facets
 
-    def _job_facets(
-        self, statements: Sequence[StatementSummary], as_statement: bool
-    ) -> dict[str, Any]:
+    def _job(
+        self, ref: RunRef, statements: Sequence[StatementSummary], as_statement: bool
+    ) -> ev.Frozen:
+        """The job part of the events, shared by every run of the same job shape."""
         integration = (
             _SQLALCHEMY_INTEGRATION
             if any(s.integration == _SQLALCHEMY_INTEGRATION for s in statements)
             or not statements
             else _OTHER_INTEGRATION
         )
-        facets: dict[str, Any] = {
-            "jobType": ev.facet(
-                ev.JOB_TYPE,
-                processingType="BATCH",
-                integration=integration,
-                jobType="QUERY" if as_statement else "TASK",
-            )
-        }
-        queries = list(dict.fromkeys(s.sql for s in statements if s.sql))
-        if queries:
-            dialect = next((s.dialect for s in statements if s.dialect), None)
-            query = ";\n".join(queries[:_MAX_SQL_IN_JOB_FACET])
-            facets["sql"] = ev.facet(ev.SQL_JOB, query=query, dialect=dialect)
-        return facets
+        queries = tuple(dict.fromkeys(s.sql for s in statements if s.sql))
+        dialect = next((s.dialect for s in statements if s.dialect), None) if queries else None
+        key = (ref.namespace, ref.name, integration, as_statement, queries, dialect)
+        job = self._jobs.get(key)
+        if job is None:
+            facets: dict[str, Any] = {
+                "jobType": ev.facet(
+                    ev.JOB_TYPE,
+                    processingType="BATCH",
+                    integration=integration,
+                    jobType="QUERY" if as_statement else "TASK",
+                )
+            }
+            if queries:
+                query = ";\n".join(queries[:_MAX_SQL_IN_JOB_FACET])
+                facets["sql"] = ev.facet(ev.SQL_JOB, query=query, dialect=dialect)
+            job = ev.Frozen(facets=facets, name=ref.name, namespace=ref.namespace)
+            _bounded_put(self._jobs, key, job)
+        return job
 
     def _error_facet(self, span: SpanView) -> dict[str, Any]:
         message = span.status_message or ""
@@ -356,16 +376,22 @@ class Converter:
             stackTrace=stack,
         )
 
-    def _dataset_facets(self, dataset: Dataset) -> dict[str, Any]:
-        facets: dict[str, Any] = {
-            "dataSource": ev.facet(ev.DATASOURCE, name=dataset.namespace, uri=dataset.source_uri)
-        }
+    def _dataset_facets(self, dataset: Dataset) -> ev.Frozen:
         columns = self._schemas.get((dataset.namespace, dataset.table))
-        if columns:
-            facets["schema"] = ev.facet(
-                ev.SCHEMA,
-                fields=[{"fields": [], "name": name, "type": type_} for name, type_ in columns],
+        key = (dataset, columns)
+        facets = self._dataset_facet_cache.get(key)
+        if facets is None:
+            facets = ev.Frozen(
+                dataSource=ev.facet(ev.DATASOURCE, name=dataset.namespace,
+                                    uri=dataset.source_uri)
             )
+            if columns:
+                facets["schema"] = ev.facet(
+                    ev.SCHEMA,
+                    fields=[{"fields": [], "name": name, "type": type_}
+                            for name, type_ in columns],
+                )
+            _bounded_put(self._dataset_facet_cache, key, facets)
         return facets
 
     def _inputs(self, statements: Iterable[StatementSummary]) -> list[dict[str, Any]]:
@@ -373,14 +399,22 @@ class Converter:
         for s in statements:
             for d in s.reads:
                 seen.setdefault((d.namespace, d.name), d)
-        return [
-            ev.input_dataset(d.namespace, d.name, self._dataset_facets(d))
-            for _, d in sorted(seen.items())
-        ]
+        out: list[dict[str, Any]] = []
+        for _, d in sorted(seen.items()):
+            facets = self._dataset_facets(d)
+            key = ("in", d, self._schemas.get((d.namespace, d.table)))
+            item = self._dataset_cache.get(key)
+            if item is None:
+                item = ev.Frozen(facets=facets, inputFacets={}, name=d.name,
+                                 namespace=d.namespace)
+                _bounded_put(self._dataset_cache, key, item)
+            out.append(item)
+        return out
 
     def _outputs(
-        self, statements: Sequence[StatementSummary], *, with_statistics: bool
-    ) -> list[dict[str, Any]]:
+        self, statements: Sequence[StatementSummary]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Outputs for START (no statistics yet) and for the end event."""
         seen: dict[tuple[str, str], Dataset] = {}
         rows: dict[tuple[str, str], int] = {}
         lineage: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
@@ -397,28 +431,48 @@ class Converter:
                         if source is None:
                             continue
                         item: dict[str, Any] = {"field": input_column, "name": source.name,
-                                "namespace": source.namespace, "transformations": []}
+                                                "namespace": source.namespace,
+                                                "transformations": []}
                         if item not in fields:
                             fields.append(item)
-        out = []
+        start: list[dict[str, Any]] = []
+        end: list[dict[str, Any]] = []
         for key, d in sorted(seen.items()):
-            facets = self._dataset_facets(d)
+            facets: dict[str, Any] = self._dataset_facets(d)
             if key in lineage:
-                facets["columnLineage"] = ev.facet(
+                facets = {**facets, "columnLineage": ev.facet(
                     ev.COLUMN_LINEAGE,
                     dataset=[],
                     fields={
                         column: {"inputFields": inputs}
                         for column, inputs in sorted(lineage[key].items())
                     },
-                )
-            output_facets: dict[str, Any] = {}
-            if with_statistics and key in rows:
-                output_facets["outputStatistics"] = ev.facet(
-                    ev.OUTPUT_STATISTICS, rowCount=rows[key]
-                )
-            out.append(ev.output_dataset(d.namespace, d.name, facets, output_facets))
-        return out
+                )}
+                plain: dict[str, Any] = {"facets": facets, "name": d.name,
+                                         "namespace": d.namespace, "outputFacets": {}}
+            else:
+                cache_key = ("out", d, self._schemas.get((d.namespace, d.table)))
+                plain = self._dataset_cache.get(cache_key)  # type: ignore[assignment]
+                if plain is None:
+                    plain = ev.Frozen(facets=facets, name=d.name, namespace=d.namespace,
+                                      outputFacets={})
+                    _bounded_put(self._dataset_cache, cache_key, plain)
+            start.append(plain)
+            if key in rows:
+                end.append({**plain, "outputFacets": {"outputStatistics": ev.facet(
+                    ev.OUTPUT_STATISTICS, rowCount=rows[key])}})
+            else:
+                end.append(plain)
+        return start, end
+
+
+_CACHE_LIMIT: Final = 4096
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
 
 
 def _decode_column_lineage(

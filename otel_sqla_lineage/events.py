@@ -46,6 +46,20 @@ OPENTELEMETRY_RUN: Final = (
 )
 
 
+class Frozen(dict[str, Any]):
+    """A dict built once and shared by many events (a dataset with its facets, a job):
+    serialized once, its JSON reused by :func:`to_json`. Never mutate one."""
+
+    __slots__ = ("_json",)
+
+    def json(self) -> str:
+        try:
+            return self._json
+        except AttributeError:
+            self._json: str = json.dumps(self, sort_keys=True)
+            return self._json
+
+
 def facet(schema_url: str, **fields: Any) -> dict[str, Any]:
     """A facet dict; ``None`` fields are left out, as ``Serde`` does."""
     out = {"_producer": PRODUCER, "_schemaURL": schema_url}
@@ -69,9 +83,7 @@ def run_event(
     event_time_ns: int,
     run_id: str,
     run_facets: Mapping[str, Any],
-    job_namespace: str,
-    job_name: str,
-    job_facets: Mapping[str, Any],
+    job: Mapping[str, Any],
     inputs: list[dict[str, Any]],
     outputs: list[dict[str, Any]],
 ) -> dict[str, Any]:
@@ -79,10 +91,10 @@ def run_event(
         "eventTime": event_time(event_time_ns),
         "eventType": event_type,
         "inputs": inputs,
-        "job": {"facets": dict(job_facets), "name": job_name, "namespace": job_namespace},
+        "job": job,
         "outputs": outputs,
         "producer": PRODUCER,
-        "run": {"facets": dict(run_facets), "runId": run_id},
+        "run": {"facets": run_facets, "runId": run_id},
         "schemaURL": RUN_EVENT_SCHEMA,
     }
 
@@ -102,9 +114,66 @@ def output_dataset(
     }
 
 
+# json.dumps(obj, sort_keys=True) is Serde's call; these are the same encoder, minus the
+# per-call argument handling (this runs for every event)
+_encode = json.JSONEncoder(sort_keys=True).encode
+_encode_key = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+_EVENT_KEYS = frozenset(
+    {"eventTime", "eventType", "inputs", "job", "outputs", "producer", "run", "schemaURL"}
+)
+
+
 def to_json(event: Mapping[str, Any]) -> str:
-    """Byte-identical to ``openlineage.client.serde.Serde.to_json`` for our events."""
-    return json.dumps(event, sort_keys=True)
+    """Byte-identical to ``openlineage.client.serde.Serde.to_json`` for our events
+    (``json.dumps(..., sort_keys=True)``), reusing the JSON of :class:`Frozen` parts.
+
+    Written out for the layout :func:`run_event` builds (keys in sorted order), because
+    a generic walk costs as much as it saves; anything else goes through ``json``.
+    """
+    run = event.get("run")
+    if event.keys() != _EVENT_KEYS or not isinstance(run, dict) or run.keys() != _RUN_KEYS:
+        return _encode(event)
+    return "".join((
+        '{"eventTime": ', _encode_key(event["eventTime"]),
+        ', "eventType": ', _encode_key(event["eventType"]),
+        ', "inputs": ', _items(event["inputs"]),
+        ', "job": ', _part(event["job"]),
+        ', "outputs": ', _items(event["outputs"]),
+        ', "producer": ', _encode_key(event["producer"]),
+        ', "run": {"facets": ', _facets(run["facets"]),
+        ', "runId": ', _encode_key(run["runId"]),
+        '}, "schemaURL": ', _encode_key(event["schemaURL"]), "}",
+    ))
+
+
+_RUN_KEYS = frozenset({"facets", "runId"})
+
+
+def _part(value: Any) -> str:
+    return value.json() if isinstance(value, Frozen) else _encode(value)
+
+
+def _items(values: list[Any]) -> str:
+    return "[" + ", ".join([_dataset(v) for v in values]) + "]" if values else "[]"
+
+
+def _dataset(value: Any) -> str:
+    if isinstance(value, Frozen):
+        return value.json()
+    # an output with its own statistics around shared facets
+    return "{" + ", ".join(
+        [f"{_encode_key(k)}: {_part(value[k])}" for k in sorted(value)]
+    ) + "}"
+
+
+def _facets(facets: Mapping[str, Any]) -> str:
+    if not facets:
+        return "{}"
+    return "{" + ", ".join(
+        [f"{_encode_key(k)}: {_part(facets[k])}" for k in sorted(facets)]
+    ) + "}"
 
 
 def to_openlineage_event(event: Mapping[str, Any]) -> Any:

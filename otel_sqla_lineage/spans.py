@@ -78,7 +78,9 @@ def from_readable_span(span: ReadableSpan) -> SpanView:
         name=span.name,
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        attributes=span.attributes or EMPTY,
+        # plain dicts: the SDK's BoundedAttributes answers each get() through the Mapping
+        # mixin, and the converter reads a dozen keys per span
+        attributes=dict(span.attributes) if span.attributes else EMPTY,
         resource=span.resource.attributes if span.resource is not None else EMPTY,
         status=status.status_code.name if status is not None else "UNSET",
         status_message=status.description if status is not None else None,
