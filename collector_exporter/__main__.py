@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -126,8 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", bearer token required" if settings.bearer_token else "", sink.description,
         settings.lineage.granularity,
     )
-    while not stop.wait(args.stats_interval or None):
-        _log.info("counters: %s", service.stats())
+    # Python runs signal handlers in the main thread only, between bytecodes: wake up
+    # often so a signal the kernel delivered to another thread is acted on promptly.
+    next_stats = time.monotonic() + args.stats_interval if args.stats_interval else None
+    while not stop.wait(0.5):
+        if next_stats is not None and time.monotonic() >= next_stats:
+            _log.info("counters: %s", service.stats())
+            next_stats = time.monotonic() + args.stats_interval
     health.enter_graceful_shutdown()
     server.stop(settings.grace_seconds).wait()
     flushed = service.close(30.0)

@@ -16,6 +16,7 @@ from otel_sqla_lineage.assemble import RunAssembler
 from otel_sqla_lineage.convert import Converter
 from otel_sqla_lineage.delivery import DeliveryQueue, EventSink
 from otel_sqla_lineage.settings import LineageSettings
+from otel_sqla_lineage.spans import SpanView
 
 _log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         self._assembler = RunAssembler(Converter(lineage))
         self._lock = threading.Lock()
         self._delivery = DeliveryQueue(sink, lineage.queue_max_events, tick=self.expire)
-        self._expected_auth = f"Bearer {bearer_token}" if bearer_token else None
+        self._expected_token = bearer_token or None
         self._counts = {"requests": 0, "requests_unauthenticated": 0, "spans_received": 0,
                         "spans_rejected": 0}
 
@@ -36,16 +37,17 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         with self._lock:
             self._counts["requests"] += 1
-        if self._expected_auth is not None and not self._authorized(context):
+        if not self._authorized(context):
             with self._lock:
                 self._counts["requests_unauthenticated"] += 1
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         decoded = decode_request(request)
+        spans = children_first(decoded.spans)
         events = []
         converted_failures = 0
         with self._lock:
             self._counts["spans_received"] += len(decoded.spans) + decoded.rejected
-            for span in decoded.spans:
+            for span in spans:
                 try:
                     events.extend(self._assembler.add(span))
                 except Exception:
@@ -63,9 +65,16 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         return response
 
     def _authorized(self, context: Any) -> bool:
+        if self._expected_token is None:
+            return True
         for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and self._expected_auth is not None:
-                return hmac.compare_digest(str(value), self._expected_auth)
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                # the scheme is case-insensitive (RFC 7235); the token is compared in
+                # constant time
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    token.strip().encode(), self._expected_token.encode()
+                )
         return False
 
     def expire(self) -> list[dict[str, Any]]:
@@ -92,3 +101,28 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         flushed = self.flush(timeout)
         self._delivery.close(timeout)
         return flushed
+
+
+def children_first(spans: list[SpanView]) -> list[SpanView]:
+    """The request's spans with every span after its descendants in the same request.
+
+    The SDK's OTLP encoder groups spans by instrumentation scope, so an enclosing span can
+    be listed before the statements that ended inside it; the assembler needs them in the
+    order they ended (children first). Parent-id cycles (bad input) are cut, not followed.
+    """
+    if len(spans) < 2:
+        return spans
+    by_id = {(s.trace_id, s.span_id): s for s in spans}
+    depth: dict[tuple[int, int], int] = {}
+    for span in spans:
+        chain = []
+        key: tuple[int, int] | None = (span.trace_id, span.span_id)
+        while key is not None and key in by_id and key not in depth and key not in chain:
+            chain.append(key)
+            parent = by_id[key].parent_span_id
+            key = (key[0], parent) if parent is not None else None
+        base = depth.get(key, -1) if key is not None and key not in chain else -1
+        for offset, item in enumerate(reversed(chain), start=1):
+            depth[item] = base + offset
+    # deepest first; among equals, the order they came in (sorted is stable)
+    return sorted(spans, key=lambda s: -depth[(s.trace_id, s.span_id)])

@@ -106,6 +106,15 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
         return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {exc}")
     if meta is None:
         return SqlLineage(operation, (), (), (), error="openlineage-sql returned nothing")
+    if meta.errors and not (meta.in_tables or meta.out_tables):
+        # JDBC and DB-API "qmark" placeholders (?) do not parse in the postgres/redshift
+        # dialects; the generic dialect reads them
+        try:
+            generic = openlineage_sql.parse([text], dialect="generic")
+        except Exception:
+            generic = None
+        if generic is not None and (generic.in_tables or generic.out_tables):
+            meta = generic
     written = tuple(sorted({t.qualified_name for t in meta.out_tables}))
     read = tuple(sorted({t.qualified_name for t in meta.in_tables}))
     if operation is None and (read or written):

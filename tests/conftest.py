@@ -165,3 +165,4 @@ def lineage(tmp_path: Path) -> Iterator[Lineage]:
     finally:
         instrumentor.uninstrument()
         result.traced.provider.shutdown()
+
