@@ -15,7 +15,6 @@ Which statements belong to which run, and when a run is complete, is decided by
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from otel_sqla_lineage import events as ev
 from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import Columns, decode_schemas
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 from otel_sqla_lineage.sqltext import parse_sql
@@ -36,25 +36,10 @@ _log = logging.getLogger(__name__)
 _MAX_SQL_IN_JOB_FACET: Final = 20
 _MAX_SQL_CHARS: Final = 20_000
 _MAX_SCHEMAS_REMEMBERED: Final = 4096
-_MAX_ERROR_CHARS: Final = 4000
 UNKNOWN_PARENT_JOB: Final = "remote-parent"
 
-# SQLAlchemy puts bound parameters in str(exception); PostgreSQL puts key values in DETAIL.
-_PARAMETERS_BLOCK = re.compile(r"\[parameters: .*?\](?=\s*(?:\n|\(Background|$))", re.DOTALL)
-_DETAIL_LINE = re.compile(r"^\s*DETAIL:.*$", re.MULTILINE)
-_BACKGROUND = re.compile(r"\(Background on this error at: [^)]*\)")
 _SQLALCHEMY_INTEGRATION = "SQLALCHEMY"
 _OTHER_INTEGRATION = "OPENTELEMETRY"
-
-
-def scrub_error_message(message: str) -> str:
-    """An error message without bound parameter values: SQLAlchemy's ``[parameters: …]``
-    block and PostgreSQL's ``DETAIL: Key (…)=(…)`` line both carry them."""
-    message = _PARAMETERS_BLOCK.sub("[parameters: hidden by otel-sqla-lineage]", message)
-    message = _DETAIL_LINE.sub("", message)
-    message = _BACKGROUND.sub("", message)
-    message = re.sub(r"\n\s*\n+", "\n", message).strip()
-    return message[:_MAX_ERROR_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

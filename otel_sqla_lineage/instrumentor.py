@@ -42,6 +42,7 @@ from otel_sqla_lineage.naming import default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import Granularity, LineageSettings
 from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__
@@ -148,9 +149,9 @@ class _StatementHooks:
             if span.is_recording():
                 self._enrich(span, exception_context.connection, context, statement, cursor=None)
                 if own is not None:
-                    span.set_status(
-                        Status(StatusCode.ERROR, str(exception_context.original_exception))
-                    )
+                    # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL)
+                    message = scrub_error_message(str(exception_context.original_exception))
+                    span.set_status(Status(StatusCode.ERROR, message))
         except Exception:
             self._log_failure(statement)
         finally:
