@@ -211,7 +211,7 @@ class RunAssembler:
         # statement granularity: the enclosing run lists no datasets; its statements do
         own = [] if self._children_are_statement_runs(draft) else draft.statements
         events = converter.run_events(
-            draft.span, own, as_statement=draft.as_statement, parent=parent, root=root
+            draft.span, own, as_statement=draft.as_statement, parent=parent, root=root, ref=me
         )
         out.extend(events)
         self.stats.runs_emitted += 1

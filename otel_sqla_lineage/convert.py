@@ -50,7 +50,7 @@ class Dataset:
     table: str  # as the statement named it, for schema look-ups
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per statement span: frozen costs ~1 µs more per __init__
 class StatementSummary:
     """What one statement span contributes to its run."""
 
@@ -143,6 +143,10 @@ class Converter:
         self._dataset_facet_cache: dict[Any, ev.Frozen] = {}
         self._dataset_cache: dict[Any, ev.Frozen] = {}
         self._locations: dict[Any, DatabaseLocation] = {}
+        self._parents: dict[Any, ev.Frozen] = {}
+        self._shapes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._resource: Any = None
+        self._service: str | None = None
         self._datasets: dict[tuple[DatabaseLocation, str], Dataset] = {}
         self._engine_facet = ev.Frozen(ev.facet(
             ev.PROCESSING_ENGINE,
@@ -162,6 +166,32 @@ class Converter:
         has_ours = attr.SQLALCHEMY_SOURCE in a
         if sql is None and not has_ours:
             return None  # a connect span, a pool span: database, but no statement
+        # everything but the span and its row count is the same for every execution of a
+        # statement: cached by the attribute values it is derived from
+        key: tuple[Any, ...] | None = (
+            sql, has_ours, a.get(attr.SQLALCHEMY_TABLES_READ),
+            a.get(attr.SQLALCHEMY_TABLES_WRITTEN), a.get(attr.DB_OPERATION_NAME),
+            a.get(attr.SQLALCHEMY_COLUMN_LINEAGE), *[a.get(k) for k in _LOCATION_KEYS],
+        )
+        try:
+            shape = self._shapes.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable attribute value (OTLP arrays as lists)
+            key, shape = None, None
+        if shape is None:
+            shape = self._shape(a, sql, has_ours)
+            if key is not None:
+                _bounded_put(self._shapes, key, shape)
+        reads, writes, sql_text, dialect, operation, integration, lineage, location = shape
+        schema = a.get(attr.SQLALCHEMY_SCHEMA)
+        if schema is not None:
+            for table, columns in decode_schemas(schema).items():
+                self._remember_schema(location.namespace, table, columns)
+        return StatementSummary(
+            span, reads, writes, sql_text, dialect, operation,
+            _int(a.get(attr.SQLALCHEMY_ROWCOUNT)), integration, lineage, location,
+        )
+
+    def _shape(self, a: Mapping[str, Any], sql: str | None, has_ours: bool) -> tuple[Any, ...]:
         location_key = tuple(a.get(k) for k in _LOCATION_KEYS)
         location = self._locations.get(location_key)
         if location is None:
@@ -184,20 +214,15 @@ class Converter:
             }
             lineage = {table: by_column for table in written} if by_column else {}
             integration = _OTHER_INTEGRATION
-        for table, columns in decode_schemas(a.get(attr.SQLALCHEMY_SCHEMA)).items():
-            self._remember_schema(location.namespace, table, columns)
-        rowcount = _int(a.get(attr.SQLALCHEMY_ROWCOUNT))
-        return StatementSummary(
-            span=span,
-            reads=tuple(self._dataset(location, t) for t in read),
-            writes=tuple(self._dataset(location, t) for t in written),
-            sql=sql[:_MAX_SQL_CHARS] if sql else None,
-            dialect=scheme_for(system) if system else None,
-            operation=operation,
-            rowcount=rowcount,
-            integration=integration,
-            column_lineage=lineage,
-            location=location,
+        return (
+            tuple(self._dataset(location, t) for t in read),
+            tuple(self._dataset(location, t) for t in written),
+            sql[:_MAX_SQL_CHARS] if sql else None,
+            scheme_for(system) if system else None,
+            operation,
+            integration,
+            lineage,
+            location,
         )
 
     def _dataset(self, location: DatabaseLocation, table: str) -> Dataset:
@@ -218,11 +243,19 @@ class Converter:
 
     # -- runs ----------------------------------------------------------------------------
 
+    def _service_name(self, span: SpanView) -> str | None:
+        # spans of one process share one resource mapping
+        resource = span.resource
+        if resource is not self._resource:
+            self._service = span.service_name
+            self._resource = resource
+        return self._service
+
     def job_namespace(self, span: SpanView) -> str:
-        return self.settings.namespace or span.service_name or "default"
+        return self.settings.namespace or self._service_name(span) or "default"
 
     def job_name(self, span: SpanView) -> str:
-        service = span.service_name
+        service = self._service_name(span)
         return f"{service}.{span.name}" if service else span.name
 
     def statement_job_name(self, statement: StatementSummary) -> str:
@@ -230,7 +263,7 @@ class Converter:
         tables = sorted({d.table for d in statement.writes} or {d.table for d in statement.reads})
         what = statement.operation or "statement"
         label = f"{what} {','.join(tables)}" if tables else what
-        service = statement.span.service_name
+        service = self._service_name(statement.span)
         return f"{service}.{label}" if service else label
 
     def ref(self, span: SpanView, statement: StatementSummary | None = None) -> RunRef:
@@ -256,10 +289,12 @@ class Converter:
         as_statement: bool = False,
         parent: RunRef | None = None,
         root: RunRef | None = None,
+        ref: RunRef | None = None,
     ) -> list[dict[str, Any]]:
         """START and COMPLETE/FAIL for one run. ``as_statement``: the run is the statement
         span itself (granularity ``statement``, or a statement with no enclosing span)."""
-        ref = self.ref(span, statements[0] if as_statement and statements else None)
+        if ref is None:
+            ref = self.ref(span, statements[0] if as_statement and statements else None)
         run_facets = self._run_facets(span, parent, root)
         job = self._job(ref, statements, as_statement)
         ok = [s for s in statements if not s.failed]
@@ -292,7 +327,7 @@ class Converter:
         }
         if span.parent_span_id:
             otel["parentSpanId"] = f"{span.parent_span_id:016x}"
-        service = span.service_name
+        service = self._service_name(span)
         if service:
             otel["serviceName"] = service
         if self.settings.trace_ui_url:
@@ -300,20 +335,31 @@ class Converter:
         if not span.sampled:
             otel["sampled"] = False
         # Frozen: START and COMPLETE carry the same run facets, serialized once
-        facets = ev.Frozen(opentelemetry=otel, processing_engine=self._engine_facet)
+        facets = ev.Frozen(opentelemetry=ev.Frozen(otel), processing_engine=self._engine_facet)
         if parent is not None:
-            # "facets": {} as openlineage-python's ParentRunFacet serializes them
-            parent_facet: dict[str, Any] = {
-                "job": {"facets": {}, "name": parent.name, "namespace": parent.namespace},
-                "run": {"facets": {}, "runId": parent.run_id},
-            }
-            if root is not None:
-                parent_facet["root"] = {
-                    "job": {"facets": {}, "name": root.name, "namespace": root.namespace},
-                    "run": {"facets": {}, "runId": root.run_id},
-                }
-            facets["parent"] = ev.facet(ev.PARENT_RUN, **parent_facet)
+            # siblings share their parent (every statement run of a job, at granularity
+            # statement): one facet object, serialized once
+            key = (parent, root)
+            parent_facet = self._parents.get(key)
+            if parent_facet is None:
+                parent_facet = self._parent_facet(parent, root)
+                _bounded_put(self._parents, key, parent_facet)
+            facets["parent"] = parent_facet
         return facets
+
+    @staticmethod
+    def _parent_facet(parent: RunRef, root: RunRef | None) -> ev.Frozen:
+        # "facets": {} as openlineage-python's ParentRunFacet serializes them
+        fields: dict[str, Any] = {
+            "job": {"facets": {}, "name": parent.name, "namespace": parent.namespace},
+            "run": {"facets": {}, "runId": parent.run_id},
+        }
+        if root is not None:
+            fields["root"] = {
+                "job": {"facets": {}, "name": root.name, "namespace": root.namespace},
+                "run": {"facets": {}, "runId": root.run_id},
+            }
+        return ev.Frozen(ev.facet(ev.PARENT_RUN, **fields))
 
     def _job(
         self, ref: RunRef, statements: Sequence[StatementSummary], as_statement: bool

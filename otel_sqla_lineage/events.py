@@ -11,8 +11,9 @@ want event objects.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from otel_sqla_lineage.version import __version__
@@ -56,14 +57,16 @@ class Frozen(dict[str, Any]):
         try:
             return self._json
         except AttributeError:
-            self._json: str = json.dumps(self, sort_keys=True)
+            self._json: str = str(_encode(self))
             return self._json
 
 
 def facet(schema_url: str, **fields: Any) -> dict[str, Any]:
     """A facet dict; ``None`` fields are left out, as ``Serde`` does."""
     out = {"_producer": PRODUCER, "_schemaURL": schema_url}
-    out.update((k, v) for k, v in fields.items() if v is not None)
+    for k, v in fields.items():
+        if v is not None:
+            out[k] = v
     return out
 
 
@@ -71,10 +74,14 @@ def event_time(unix_ns: int) -> str:
     """ISO 8601 with a UTC offset, microsecond precision (integer arithmetic: no float
     rounding, so both paths print the same instant)."""
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(
-        microsecond=nanos // 1000
-    )
-    return moment.isoformat()
+    base = _second(seconds)  # "YYYY-MM-DDTHH:MM:SS+00:00", as isoformat() writes it
+    micros = nanos // 1000
+    return f"{base[:-6]}.{micros:06d}{base[-6:]}" if micros else base
+
+
+@functools.lru_cache(maxsize=256)
+def _second(seconds: int) -> str:
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).isoformat()
 
 
 def run_event(
@@ -116,7 +123,26 @@ def output_dataset(
 
 # json.dumps(obj, sort_keys=True) is Serde's call; these are the same encoder, minus the
 # per-call argument handling (this runs for every event)
-_encode = json.JSONEncoder(sort_keys=True).encode
+def _not_serializable(o: Any) -> Any:
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _make_encode() -> Callable[[Any], str]:
+    # the C encoder JSONEncoder.iterencode builds on every call, built once; no cycle
+    # check (our event trees are acyclic): same bytes as json.dumps(o, sort_keys=True)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(sort_keys=True, check_circular=False).encode
+    c_encode = make(None, _not_serializable, json.encoder.encode_basestring_ascii, None,
+                    ": ", ", ", True, False, True)
+
+    def encode(o: Any) -> str:
+        return "".join(c_encode(o, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 _encode_key = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
@@ -134,7 +160,7 @@ def to_json(event: Mapping[str, Any]) -> str:
     """
     run = event.get("run")
     if event.keys() != _EVENT_KEYS or not isinstance(run, dict) or run.keys() != _RUN_KEYS:
-        return _encode(event)
+        return str(_encode(event))
     return "".join((
         '{"eventTime": ', _encode_key(event["eventTime"]),
         ', "eventType": ', _encode_key(event["eventType"]),

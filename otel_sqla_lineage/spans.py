@@ -80,7 +80,7 @@ def from_readable_span(span: ReadableSpan) -> SpanView:
         end_ns=span.end_time or span.start_time or 0,
         # plain dicts: the SDK's BoundedAttributes answers each get() through the Mapping
         # mixin, and the converter reads a dozen keys per span
-        attributes=dict(span.attributes) if span.attributes else EMPTY,
+        attributes=_plain(span.attributes) if span.attributes else EMPTY,
         resource=span.resource.attributes if span.resource is not None else EMPTY,
         status=status.status_code.name if status is not None else "UNSET",
         status_message=status.description if status is not None else None,
@@ -91,3 +91,11 @@ def from_readable_span(span: ReadableSpan) -> SpanView:
         ),
         sampled=bool(context.trace_flags.sampled) if context else True,
     )
+
+
+def _plain(attributes: Any) -> dict[str, Any]:
+    if type(attributes) is dict:
+        return attributes
+    copy = getattr(attributes, "copy", None)  # BoundedAttributes.copy(): its dict, copied
+    copied = copy() if copy is not None else None
+    return copied if type(copied) is dict else dict(attributes)
