@@ -104,6 +104,9 @@ class _StatementHooks:
         # statements skip the look-up of the current span (racy reads are harmless: a
         # mismatch only stamps the same id again)
         self._last_stamped = 0
+        # (engine as events name it, its info), weakly: replaced whole, so racy reads
+        # are safe
+        self._last_engine: tuple[weakref.ref[Any], _EngineInfo] | None = None
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -200,10 +203,14 @@ class _StatementHooks:
         return run_id
 
     def _engine_info(self, engine: Engine, conn: Any) -> _EngineInfo:
-        engine = _base_engine(engine)
-        info = self._engines.get(engine)
+        last = self._last_engine
+        if last is not None and last[0]() is engine:  # statements come in runs per engine
+            return last[1]
+        info = self._engines.get(_base_engine(engine))
         if info is not None:
+            self._last_engine = (weakref.ref(engine), info)
             return info
+        engine = _base_engine(engine)
         with self._lock:
             info = self._engines.get(engine)
             if info is None:

@@ -34,7 +34,10 @@ SOURCE_SQL = "sql"
 AttributeValue = str | bool | int | float | Sequence[str]
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: hashed by identity. One object per compiled statement serves as a key on
+# every statement executed (attribute and schema caches); hashing its fields would cost
+# more than the look-up.
+@dataclass(frozen=True, slots=True, eq=False)
 class StatementLineage:
     operation: str | None
     tables_read: tuple[str, ...]
