@@ -117,13 +117,14 @@ class Load:
 def expected_events(request: ExportTraceServiceRequest) -> tuple[int, int]:
     """(events, statement spans) the shared assembler gives for ``request`` (job runs)."""
     from collector_exporter.decode import decode_request
+    from collector_exporter.service import children_first
     from otel_sqla_lineage.assemble import RunAssembler
     from otel_sqla_lineage.convert import Converter
     from otel_sqla_lineage.settings import LineageSettings
 
     assembler = RunAssembler(Converter(LineageSettings()))
     events = 0
-    for view in decode_request(request).spans:
+    for view in children_first(decode_request(request).spans):  # as the service does
         events += len(assembler.add(view))
     events += len(assembler.drain())
     return events, assembler.stats.statements_seen
