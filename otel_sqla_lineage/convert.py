@@ -18,7 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage import events as ev
@@ -67,14 +67,15 @@ class StatementSummary:
         default_factory=dict
     )
     location: DatabaseLocation | None = None
+    # "<OPERATION> <tables>", the statement's job name without the service
+    label: str = "statement"
 
     @property
     def failed(self) -> bool:
         return self.span.failed
 
 
-@dataclass(frozen=True, slots=True)
-class RunRef:
+class RunRef(NamedTuple):
     namespace: str
     name: str
     run_id: str
@@ -181,14 +182,16 @@ class Converter:
             shape = self._shape(a, sql, has_ours)
             if key is not None:
                 _bounded_put(self._shapes, key, shape)
-        reads, writes, sql_text, dialect, operation, integration, lineage, location = shape
+        reads, writes, sql_text, dialect, operation, integration, lineage, location, label = (
+            shape
+        )
         schema = a.get(attr.SQLALCHEMY_SCHEMA)
         if schema is not None:
             for table, columns in decode_schemas(schema).items():
                 self._remember_schema(location.namespace, table, columns)
         return StatementSummary(
             span, reads, writes, sql_text, dialect, operation,
-            _int(a.get(attr.SQLALCHEMY_ROWCOUNT)), integration, lineage, location,
+            _int(a.get(attr.SQLALCHEMY_ROWCOUNT)), integration, lineage, location, label,
         )
 
     def _shape(self, a: Mapping[str, Any], sql: str | None, has_ours: bool) -> tuple[Any, ...]:
@@ -214,6 +217,8 @@ class Converter:
             }
             lineage = {table: by_column for table in written} if by_column else {}
             integration = _OTHER_INTEGRATION
+        tables = sorted(set(written) or set(read))
+        what = operation or "statement"
         return (
             tuple(self._dataset(location, t) for t in read),
             tuple(self._dataset(location, t) for t in written),
@@ -223,6 +228,7 @@ class Converter:
             integration,
             lineage,
             location,
+            f"{what} {','.join(tables)}" if tables else what,
         )
 
     def _dataset(self, location: DatabaseLocation, table: str) -> Dataset:
@@ -260,9 +266,7 @@ class Converter:
 
     def statement_job_name(self, statement: StatementSummary) -> str:
         """Stable and human: ``library.INSERT book_history`` (never the SQL text)."""
-        tables = sorted({d.table for d in statement.writes} or {d.table for d in statement.reads})
-        what = statement.operation or "statement"
-        label = f"{what} {','.join(tables)}" if tables else what
+        label = statement.label
         service = self._service_name(statement.span)
         return f"{service}.{label}" if service else label
 
