@@ -375,7 +375,10 @@ class Converter:
             or not statements
             else _OTHER_INTEGRATION
         )
-        queries = tuple(dict.fromkeys(s.sql for s in statements if s.sql))
+        if len(statements) == 1:  # every statement run, and many jobs
+            queries: tuple[str, ...] = (statements[0].sql,) if statements[0].sql else ()
+        else:
+            queries = tuple(dict.fromkeys(s.sql for s in statements if s.sql))
         dialect = next((s.dialect for s in statements if s.dialect), None) if queries else None
         key = (ref.namespace, ref.name, integration, as_statement, queries, dialect)
         job = self._jobs.get(key)
