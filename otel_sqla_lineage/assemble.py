@@ -133,8 +133,9 @@ class RunAssembler:
             if bucket.born > deadline:
                 break
             del self._buckets[key]
-            self._held -= bucket.size()
-            self.stats.expired += bucket.size()
+            size = bucket.size()
+            self._held -= size
+            self.stats.expired += size
             self._flush_orphans(key, bucket, out)
         return out
 

@@ -174,8 +174,10 @@ class Converter:
             a.get(attr.SQLALCHEMY_TABLES_WRITTEN), a.get(attr.DB_OPERATION_NAME),
             a.get(attr.SQLALCHEMY_COLUMN_LINEAGE), *[a.get(k) for k in _LOCATION_KEYS],
         )
+        if sql is not None and len(sql) > _MAX_SQL_CHARS:
+            key = None  # not cached: the cache is bounded in entries, keep entries small
         try:
-            shape = self._shapes.get(key)  # type: ignore[arg-type]
+            shape = self._shapes.get(key) if key is not None else None
         except TypeError:  # an unhashable attribute value (OTLP arrays as lists)
             key, shape = None, None
         if shape is None:
@@ -338,7 +340,7 @@ class Converter:
             otel["traceUrl"] = f"{self.settings.trace_ui_url}/trace/{trace_hex}"
         if not span.sampled:
             otel["sampled"] = False
-        # Frozen: START and COMPLETE carry the same run facets, serialized once
+        # START and COMPLETE share these objects (their parts serialize once)
         facets = ev.Frozen(opentelemetry=ev.Frozen(otel), processing_engine=self._engine_facet)
         if parent is not None:
             # siblings share their parent (every statement run of a job, at granularity
@@ -377,8 +379,9 @@ class Converter:
         )
         if len(statements) == 1:  # every statement run, and many jobs
             queries: tuple[str, ...] = (statements[0].sql,) if statements[0].sql else ()
-        else:
+        else:  # only what the facet shows is part of the key (bounds the cache's size)
             queries = tuple(dict.fromkeys(s.sql for s in statements if s.sql))
+            queries = queries[:_MAX_SQL_IN_JOB_FACET]
         dialect = next((s.dialect for s in statements if s.dialect), None) if queries else None
         key = (ref.namespace, ref.name, integration, as_statement, queries, dialect)
         job = self._jobs.get(key)
@@ -392,7 +395,7 @@ class Converter:
                 )
             }
             if queries:
-                query = ";\n".join(queries[:_MAX_SQL_IN_JOB_FACET])
+                query = ";\n".join(queries)
                 facets["sql"] = ev.facet(ev.SQL_JOB, query=query, dialect=dialect)
             job = ev.Frozen(facets=facets, name=ref.name, namespace=ref.namespace)
             _bounded_put(self._jobs, key, job)

@@ -39,7 +39,8 @@ Event = Mapping[str, Any]
 
 class EventSink(Protocol):
     """Where the worker thread puts events. ``emit`` may block and may raise: the worker
-    catches, counts and logs."""
+    catches, counts and logs. Events share parts with other events (and cache their
+    JSON): a sink must not mutate them."""
 
     description: str
 
@@ -116,6 +117,8 @@ def resolve_transport_config(
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read OpenLineage config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"OpenLineage config {path} must hold a mapping at its top level")
         if isinstance(loaded.get("transport"), dict):
             config = dict(loaded["transport"])
             source = f"config file {path}"

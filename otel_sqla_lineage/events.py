@@ -106,21 +106,6 @@ def run_event(
     }
 
 
-def input_dataset(namespace: str, name: str, facets: Mapping[str, Any]) -> dict[str, Any]:
-    return {"facets": dict(facets), "inputFacets": {}, "name": name, "namespace": namespace}
-
-
-def output_dataset(
-    namespace: str, name: str, facets: Mapping[str, Any], output_facets: Mapping[str, Any]
-) -> dict[str, Any]:
-    return {
-        "facets": dict(facets),
-        "name": name,
-        "namespace": namespace,
-        "outputFacets": dict(output_facets),
-    }
-
-
 # json.dumps(obj, sort_keys=True) is Serde's call; these are the same encoder, minus the
 # per-call argument handling (this runs for every event)
 def _not_serializable(o: Any) -> Any:
@@ -204,7 +189,7 @@ def _facets(facets: Mapping[str, Any]) -> str:
 
 def to_openlineage_event(event: Mapping[str, Any]) -> Any:
     """Load one of our event dicts into openlineage-python's ``RunEvent`` (for transports
-    that take event objects). Unknown facets are carried as generic facets."""
+    that take event objects). Only the facets we emit are known (KeyError otherwise)."""
     from otel_sqla_lineage._olclasses import load_run_event
 
     return load_run_event(event)

@@ -15,9 +15,9 @@ How it fits together:
   ``after_cursor_execute`` / ``handle_error`` upstream's span is still open to enrich.
 * An engine that upstream does not trace (created before ``instrument()`` and not passed as
   ``engine=``) gets an equivalent span from us instead, so no statement goes unseen.
-* Lineage is derived once per compiled statement and cached; the per-statement cost is a
-  cache lookup and a ``set_attributes`` call. A failure to derive it is logged once per
-  statement shape and never reaches the application.
+* Lineage is derived once per compiled statement (or SQL text) and cached; the
+  per-statement cost is a cache lookup and one ``set_attributes`` call. A failure is logged
+  once per statement shape and never reaches the application.
 """
 
 from __future__ import annotations
@@ -120,12 +120,14 @@ class _StatementHooks:
                 return
             self._own_spans[context] = self._start_own_span(statement, conn)
         except Exception:
-            _log.exception("otel-sqla-lineage: could not start a span for a statement")
+            self._log_failure(statement)
 
     def after_cursor_execute(
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
         executemany: bool,
     ) -> None:
+        if context is None:  # DBAPI-level executions some dialects make
+            return
         own = self._own_spans.pop(context, None) if self._own_spans else None
         span = own or getattr(context, _UPSTREAM_SPAN_ATTR, None)
         if span is None:
@@ -193,24 +195,33 @@ class _StatementHooks:
         if self._granularity != "job" or parent is None or parent.is_remote:
             return run_id_for(span_context.trace_id, span_context.span_id)
         run_id = run_id_for(span_context.trace_id, parent.span_id)
-        if parent.span_id != self._last_stamped:
-            enclosing = trace.get_current_span()
-            if enclosing.get_span_context().span_id == parent.span_id:
-                existing = getattr(enclosing, "attributes", None) or {}
-                if attr.DB_SYSTEM not in existing and enclosing.is_recording():
-                    enclosing.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
-            self._last_stamped = parent.span_id
+        if parent.span_id == self._last_stamped:
+            return run_id
+        enclosing = trace.get_current_span()
+        if enclosing.get_span_context().span_id == parent.span_id:
+            existing = getattr(enclosing, "attributes", None) or {}
+            if attr.DB_SYSTEM in existing:
+                # a database span in between (a hand-made "db" span): the run is the span
+                # above it, as the exporter sees it; that span is out of reach to stamp
+                above = getattr(enclosing, "parent", None)
+                if above is not None and not above.is_remote:
+                    return run_id_for(span_context.trace_id, above.span_id)
+                return run_id_for(span_context.trace_id, span_context.span_id)
+            if enclosing.is_recording():
+                enclosing.set_attribute(attr.OPENLINEAGE_RUN_ID, run_id)
+        self._last_stamped = parent.span_id
         return run_id
 
     def _engine_info(self, engine: Engine, conn: Any) -> _EngineInfo:
         last = self._last_engine
         if last is not None and last[0]() is engine:  # statements come in runs per engine
             return last[1]
-        info = self._engines.get(_base_engine(engine))
+        base = _base_engine(engine)
+        info = self._engines.get(base)
         if info is not None:
             self._last_engine = (weakref.ref(engine), info)
             return info
-        engine = _base_engine(engine)
+        proxy, engine = engine, base
         with self._lock:
             info = self._engines.get(engine)
             if info is None:
@@ -230,6 +241,7 @@ class _StatementHooks:
                     attributes[attr.SQLALCHEMY_DEFAULT_SCHEMA] = location.default_schema
                 info = _EngineInfo(_upstream_traces(engine), attributes, location.namespace)
                 self._engines[engine] = info
+        self._last_engine = (weakref.ref(proxy), info)
         return info
 
     def mark_upstream_traced(self, engine: Engine) -> None:

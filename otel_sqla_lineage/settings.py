@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
 from otel_sqla_lineage.errors import ConfigError
@@ -46,7 +46,7 @@ class LineageSettings:
     queue_max_events: int = 10_000
     # Where events go when no OpenLineage transport is configured at all.
     default_file: str = DEFAULT_FILE
-    # Columns per table carried in db.sqlalchemy.schema.* span attributes.
+    # Columns per table carried in the db.sqlalchemy.schema span attribute.
     schema_max_columns: int = 200
 
     def __post_init__(self) -> None:
@@ -84,8 +84,6 @@ class LineageSettings:
                 values[key] = value
         return cls(**values)
 
-    def with_(self, **changes: Any) -> LineageSettings:
-        return replace(self, **changes)
 
 
 def _read(

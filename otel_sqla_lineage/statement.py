@@ -8,6 +8,7 @@ the statement (``text()``, ``exec_driver_sql``). Bound parameter values are neve
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -163,15 +164,11 @@ def _iter_elements(statements: Iterable[Any]) -> Iterator[Any]:
         yield from visitors.iterate(statement)
 
 
-def _entity_mapper(entity: Any) -> Any:
-    return getattr(entity, "mapper", None)
-
-
 def _orm_mappers(statements: Sequence[Any]) -> set[str]:
     found: set[str] = set()
     for statement in statements:
         subject = getattr(statement, "_propagate_attrs", {}).get("plugin_subject")
-        mapper = _entity_mapper(subject) if subject is not None else None
+        mapper = getattr(subject, "mapper", None) if subject is not None else None
         if mapper is not None:
             found.add(mapper_name(mapper))
     for element in _iter_elements(statements):
@@ -317,6 +314,7 @@ def _origins_of_expression(expression: Any) -> tuple[ColumnOrigin, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+@functools.lru_cache(maxsize=4096)
 def lineage_of_sql(sql: str, dialect: str | None) -> StatementLineage:
     """Lineage of SQL text; what the parser cannot read yields the operation alone
     (sqltext logs it once per statement)."""
@@ -332,8 +330,8 @@ def lineage_of_sql(sql: str, dialect: str | None) -> StatementLineage:
 
 
 class StatementLineageCache:
-    """Lineage per compiled object (weakly held: SQLAlchemy's LRU decides their lifetime)
-    and per driver-level SQL string (``exec_driver_sql``: bounded by the parser's LRU)."""
+    """Lineage per compiled object (weakly held: SQLAlchemy's LRU decides their lifetime);
+    driver-level SQL (``exec_driver_sql``) is cached by ``lineage_of_sql``'s own LRU."""
 
     def __init__(self) -> None:
         self._by_compiled: weakref.WeakKeyDictionary[Any, StatementLineage] = (
@@ -369,10 +367,6 @@ class StatementLineageCache:
                 self._translated.clear()
             found = self._translated[key] = translate_schemas(lineage, mapping)
         return found
-
-    def clear(self) -> None:
-        self._by_compiled.clear()
-        self._translated.clear()
 
 
 def translate_schemas(lineage: StatementLineage, mapping: Any) -> StatementLineage:

@@ -157,3 +157,19 @@ def test_shutdown_drains_held_statements_and_is_idempotent(tmp_path: Path) -> No
     assert [(e["eventType"], e["job"]["name"]) for e in lines] == [
         ("START", "unknown_service:python.SELECT books"),
         ("COMPLETE", "unknown_service:python.SELECT books")]
+
+
+def test_openlineage_yml_that_is_not_a_mapping_is_a_config_error(tmp_cwd: Path) -> None:
+    (tmp_cwd / "openlineage.yml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        resolve_transport_config({"HOME": str(tmp_cwd)})
+
+
+def test_mysql_duplicate_entry_value_is_scrubbed() -> None:
+    from otel_sqla_lineage.scrub import scrub_error_message
+
+    message = ("(pymysql.err.IntegrityError) (1062, \"Duplicate entry 'ada@example.org' for "
+               "key 'users.email'\")")
+    scrubbed = scrub_error_message(message)
+    assert "ada@example.org" not in scrubbed
+    assert "Duplicate entry '<hidden>' for key 'users.email'" in scrubbed

@@ -163,3 +163,27 @@ def test_every_event_of_a_real_session_is_valid(lineage: Lineage, library: Libra
     assert len(events) >= 8
     for event in events:
         validate_event(event)
+
+
+def test_statements_inside_a_hand_made_database_span_belong_to_the_job_above_it(
+    lineage: Lineage,
+) -> None:
+    engine = sa.create_engine("sqlite://")
+    with lineage.tracer.start_as_current_span("nightly") as job, \
+            lineage.tracer.start_as_current_span("db-batch", attributes={"db.system": "sqlite"}), \
+            engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE report (n INTEGER)")
+    run_id = expected_run_id(job.get_span_context().trace_id, job.get_span_context().span_id)
+    statement = next(s for s in lineage.traced.statement_spans()
+                     if s.attributes.get("db.sqlalchemy.tables.written") == ("report",))
+    assert statement.attributes["openlineage.run.id"] == run_id
+    events = lineage.runs()["library.nightly"]
+    assert {e["run"]["runId"] for e in events} == {run_id}
+    assert [d["name"] for d in events[-1]["outputs"]] == ["report"]
+
+
+def test_same_driver_sql_reuses_one_cached_lineage() -> None:
+    from otel_sqla_lineage.statement import lineage_of_sql
+
+    first = lineage_of_sql("INSERT INTO report VALUES (?)", "sqlite")
+    assert lineage_of_sql("INSERT INTO report VALUES (?)", "sqlite") is first
