@@ -12,9 +12,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from collector_exporter.decode import decode_request
-from otel_sqla_lineage.assemble import RunAssembler
-from otel_sqla_lineage.convert import Converter
-from otel_sqla_lineage.delivery import DeliveryQueue, EventSink
+from otel_sqla_lineage.delivery import EventSink
+from otel_sqla_lineage.pipeline import LineagePipeline
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 
@@ -25,9 +24,8 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
     def __init__(
         self, lineage: LineageSettings, sink: EventSink, bearer_token: str | None = None
     ) -> None:
-        self._assembler = RunAssembler(Converter(lineage))
-        self._lock = threading.Lock()
-        self._delivery = DeliveryQueue(sink, lineage.queue_max_events, tick=self.expire)
+        self._pipeline = LineagePipeline(lineage, sink)
+        self._lock = threading.Lock()  # guards the request counters
         self._expected_token = bearer_token or None
         self._counts = {"requests": 0, "requests_unauthenticated": 0, "spans_received": 0,
                         "spans_rejected": 0}
@@ -42,19 +40,11 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
                 self._counts["requests_unauthenticated"] += 1
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         decoded = decode_request(request)
-        spans = children_first(decoded.spans)
-        events = []
-        converted_failures = 0
         with self._lock:
             self._counts["spans_received"] += len(decoded.spans) + decoded.rejected
-            for span in spans:
-                try:
-                    events.extend(self._assembler.add(span))
-                except Exception:
-                    converted_failures += 1
-                    _log.exception("collector_exporter: span %r could not be converted", span.name)
+        converted_failures = self._pipeline.add(children_first(decoded.spans))
+        with self._lock:
             self._counts["spans_rejected"] += decoded.rejected + converted_failures
-        self._delivery.put_many(events)
         rejected = decoded.rejected + converted_failures
         response = trace_service_pb2.ExportTraceServiceResponse()
         if rejected:
@@ -77,31 +67,18 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
                 )
         return False
 
-    def expire(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return self._assembler.expire()
-
     def stats(self) -> dict[str, int]:
         with self._lock:
             out = dict(self._counts)
-            out.update(self._assembler.stats.as_dict())
-            out["held"] = self._assembler.held
-        out.update(delivered=self._delivery.delivered, dropped=self._delivery.dropped,
-                   failed=self._delivery.failed)
+        out.update(self._pipeline.stats())
         return out
 
     def flush(self, timeout: float | None = None) -> bool:
         """Emit every held run and wait for delivery (graceful shutdown)."""
-        with self._lock:
-            events = self._assembler.drain()
-        self._delivery.put_many(events)
-        return self._delivery.flush(timeout)
+        return self._pipeline.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        flushed = self.flush(timeout)
-        self._delivery.close(timeout)
-        return flushed
-
+        return self._pipeline.close(timeout)
 
 def children_first(spans: list[SpanView]) -> list[SpanView]:
     """The request's spans with every span after its descendants in the same request.

@@ -121,7 +121,7 @@ def test_configured_file_transport_goes_through_openlineage_python(
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__LOG_FILE_PATH", str(tmp_cwd / "ol.jsonl"))
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__APPEND", "true")
     exporter = OpenLineageSpanExporter()
-    assert "file transport" in exporter._delivery.sink.description
+    assert "file transport" in exporter._pipeline.sink.description
     real_spans(exporter, 1)
     exporter.shutdown()
     lines = (tmp_cwd / "ol.jsonl").read_text().splitlines()
