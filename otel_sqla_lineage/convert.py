@@ -442,11 +442,10 @@ class Converter:
                 seen.setdefault((d.namespace, d.name), d)
         out: list[dict[str, Any]] = []
         for _, d in sorted(seen.items()):
-            facets = self._dataset_facets(d)
             key = ("in", d, self._schemas.get((d.namespace, d.table)))
             item = self._dataset_cache.get(key)
             if item is None:
-                item = ev.Frozen(facets=facets, inputFacets={}, name=d.name,
+                item = ev.Frozen(facets=self._dataset_facets(d), inputFacets={}, name=d.name,
                                  namespace=d.namespace)
                 _bounded_put(self._dataset_cache, key, item)
             out.append(item)

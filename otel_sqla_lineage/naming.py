@@ -39,6 +39,7 @@ _SCHEMES: Final = {
     "postgresql": "postgres",
     "postgres": "postgres",
     "redshift": "redshift",
+    "aws.redshift": "redshift",
     "mysql": "mysql",
     "mariadb": "mysql",
     "mssql": "mssql",

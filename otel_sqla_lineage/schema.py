@@ -90,17 +90,20 @@ class SchemaAnnouncer:
             return None
         if len(self._quiet_until) > _MAX_REMEMBERED:
             self._quiet_until.clear()
-        self._quiet_until[shape_key] = now + REANNOUNCE_SECONDS
         due: dict[str, Columns] = {}
+        next_due = now + REANNOUNCE_SECONDS
         with self._lock:
             for name, table in tables:
                 key = (database_key, name)
                 last = self._announced.get(key)
                 if last is not None and now - last < REANNOUNCE_SECONDS:
+                    # described with another statement: quiet until that one is due
+                    next_due = min(next_due, last + REANNOUNCE_SECONDS)
                     continue
                 self._announced[key] = now
                 self._announced.move_to_end(key)
                 due[name] = columns_of(table, context.dialect, self.max_columns)
             while len(self._announced) > _MAX_REMEMBERED:
                 self._announced.popitem(last=False)
+            self._quiet_until[shape_key] = next_due
         return encode_schemas(due) if due else None

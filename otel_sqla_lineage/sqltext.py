@@ -15,29 +15,16 @@ from dataclasses import dataclass
 
 import openlineage_sql
 
+from otel_sqla_lineage.naming import scheme_for
+
 _log = logging.getLogger(__name__)
 
-# SQLAlchemy dialect / OpenTelemetry db.system names -> openlineage-sql dialect names.
-_PARSER_DIALECTS = {
-    "postgresql": "postgres",
-    "postgres": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "mssql": "mssql",
-    "microsoft.sql_server": "mssql",
-    "sqlite": "sqlite",
-    "snowflake": "snowflake",
-    "bigquery": "bigquery",
-    "gcp.bigquery": "bigquery",
-    "redshift": "redshift",
-    "aws.redshift": "redshift",
-    "trino": "trino",
-    "duckdb": "duckdb",
-    "hive": "hive",
-    "databricks": "databricks",
-    "oracle": "generic",
-    "oracle.db": "generic",
-}
+# naming's scheme (one map of SQLAlchemy dialect / db.system names) -> the dialects
+# openlineage-sql knows; any other name would silently parse as "generic" anyway
+_PARSER_DIALECTS = frozenset(
+    {"postgres", "mysql", "mssql", "sqlite", "snowflake", "bigquery", "redshift", "hive",
+     "databricks"}
+)
 
 # openlineage-sql reads $1 (every dialect) but not the DB-API "format"/"pyformat" ones
 _PYFORMAT = re.compile(r"%\([A-Za-z_][A-Za-z0-9_]*\)s|%s")
@@ -68,7 +55,8 @@ def parser_dialect(dialect: str | None) -> str:
     """The openlineage-sql dialect for a SQLAlchemy dialect or ``db.system`` value."""
     if not dialect:
         return "generic"
-    return _PARSER_DIALECTS.get(dialect.lower(), "generic")
+    scheme = scheme_for(dialect)
+    return scheme if scheme in _PARSER_DIALECTS else "generic"
 
 
 def operation_of(sql: str) -> str | None:
