@@ -180,6 +180,8 @@ def _dataset(value: Any) -> str:
 
 
 def _facets(facets: Mapping[str, Any]) -> str:
+    if isinstance(facets, Frozen):  # a run's facets, shared by its START and end events
+        return facets.json()
     if not facets:
         return "{}"
     return "{" + ", ".join(

@@ -90,7 +90,7 @@ def from_readable_span(span: ReadableSpan) -> SpanView:
         parent_is_remote=bool(parent.is_remote) if parent is not None else False,
         events=tuple(
             SpanEventView(e.name, e.timestamp, e.attributes or EMPTY) for e in span.events
-        ),
+        ) if span.events else (),
         sampled=bool(context.trace_flags.sampled) if context else True,
     )
 
