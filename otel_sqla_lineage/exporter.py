@@ -65,10 +65,14 @@ class OpenLineageSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
-        try:
-            self._pipeline.add(from_readable_span(span) for span in spans)
-        except Exception:  # never into the SDK's worker (or the app, with SimpleSpanProcessor)
-            _log.exception("otel-sqla-lineage: a batch of %d span(s) was skipped", len(spans))
+        views = []
+        for span in spans:
+            try:
+                views.append(from_readable_span(span))
+            except Exception:  # never into the SDK's worker (or the app's thread)
+                _log.exception("otel-sqla-lineage: span %r could not be read; skipped",
+                               getattr(span, "name", "?"))
+        self._pipeline.add(views)  # logs and skips what it cannot convert; never raises
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

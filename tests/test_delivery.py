@@ -173,3 +173,33 @@ def test_mysql_duplicate_entry_value_is_scrubbed() -> None:
     scrubbed = scrub_error_message(message)
     assert "ada@example.org" not in scrubbed
     assert "Duplicate entry '<hidden>' for key 'users.email'" in scrubbed
+
+
+def test_a_span_that_cannot_be_read_is_skipped_and_the_rest_of_the_batch_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    class Unreadable:
+        name = "broken"
+
+        def get_span_context(self) -> None:
+            raise RuntimeError("not a span")
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("job"), tracer.start_as_current_span(
+        "SELECT", attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
+    ):
+        pass
+    events = tmp_path / "e.jsonl"
+    exporter = OpenLineageSpanExporter(sink=JsonLinesSink(events))
+    batch = [memory.get_finished_spans()[0], Unreadable(), memory.get_finished_spans()[1]]
+    assert exporter.export(batch) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+    exporter.shutdown()
+    assert "span 'broken' could not be read" in caplog.text
+    names = [json.loads(line)["job"]["name"] for line in events.read_text().splitlines()]
+    assert names == ["unknown_service:python.job"] * 2
