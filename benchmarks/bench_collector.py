@@ -228,7 +228,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OTEL_", "OPENLINEAGE", "COLLECTOR_EXPORTER_"))}
+           if not k.startswith(("OTEL_", "OPENLINEAGE"))}
     env.update(extra)
     return env
 

@@ -32,7 +32,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "OPENLINEAGE_URL or OPENLINEAGE__TRANSPORT__* as for any OpenLineage client; with "
         "none, JSON lines in --events-file.",
     )
-    parser.add_argument("--listen", default=env("COLLECTOR_EXPORTER_LISTEN", DEFAULT_LISTEN),
+    parser.add_argument("--listen",
+                        default=env("OTEL_SQLA_LINEAGE_COLLECTOR_LISTEN", DEFAULT_LISTEN),
                         help="host:port for OTLP gRPC (default: %(default)s)")
     parser.add_argument("--granularity", choices=GRANULARITIES, default=None,
                         help="one run per enclosing span (job) or per statement "
@@ -58,20 +59,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
     parser.add_argument("--bearer-token-file", type=Path, default=None,
                         help="require 'authorization: Bearer <token>' with the token in this "
-                        "file (or COLLECTOR_EXPORTER_BEARER_TOKEN)")
+                        "file (or OTEL_SQLA_LINEAGE_COLLECTOR_BEARER_TOKEN)")
     parser.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
                         help="largest OTLP request accepted (default: %(default)s)")
-    parser.add_argument("--metrics-listen", default=env("COLLECTOR_EXPORTER_METRICS_LISTEN"),
+    parser.add_argument("--metrics-listen",
+                        default=env("OTEL_SQLA_LINEAGE_COLLECTOR_METRICS_LISTEN"),
                         help="host:port serving the service's counters on /metrics")
     parser.add_argument("--stats-interval", type=float, default=60.0,
                         help="seconds between counter log lines (0: never)")
-    parser.add_argument("--log-level", default=env("COLLECTOR_EXPORTER_LOG_LEVEL", "INFO"),
+    parser.add_argument("--log-level", default=env("OTEL_SQLA_LINEAGE_COLLECTOR_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> ServiceSettings:
-    token = os.environ.get("COLLECTOR_EXPORTER_BEARER_TOKEN")
+    token = os.environ.get("OTEL_SQLA_LINEAGE_COLLECTOR_BEARER_TOKEN")
     if args.bearer_token_file is not None:
         token = args.bearer_token_file.read_text(encoding="utf-8").strip()
     lineage = LineageSettings.from_env(

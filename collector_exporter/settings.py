@@ -1,5 +1,5 @@
 """collector_exporter's settings: one frozen dataclass, from the command line and the
-environment (``COLLECTOR_EXPORTER_*``; lineage settings as in the library)."""
+environment (``OTEL_SQLA_LINEAGE_COLLECTOR_*``; lineage settings as in the library)."""
 
 from __future__ import annotations
 

@@ -253,7 +253,7 @@ def test_bearer_token_from_file_or_environment(
     if how == "file":
         service = start_service("--bearer-token-file", str(token_file))
     else:
-        service = start_service(env={"COLLECTOR_EXPORTER_BEARER_TOKEN": "t0ps3cret"})
+        service = start_service(env={"OTEL_SQLA_LINEAGE_COLLECTOR_BEARER_TOKEN": "t0ps3cret"})
     assert "bearer token required" in service.log_text()
     stub = service.stub()
     with pytest.raises(grpc.RpcError) as caught:

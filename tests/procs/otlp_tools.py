@@ -155,7 +155,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without OpenTelemetry or OpenLineage settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OTEL_", "OPENLINEAGE", "COLLECTOR_EXPORTER_"))}
+           if not k.startswith(("OTEL_", "OPENLINEAGE"))}
     env.update(extra)
     return env
 
