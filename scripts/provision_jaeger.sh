@@ -74,6 +74,8 @@ QUERY_ENDPOINT="${JAEGER_QUERY_ENDPOINT:-127.0.0.1:16686}"
 QUERY_URL="http://${QUERY_ENDPOINT}"
 START_TIMEOUT="${JAEGER_START_TIMEOUT:-60}"   # seconds
 
+# shellcheck source=scripts/lib/common.sh
+source "${SCRIPT_DIR}/lib/common.sh"
 log() { printf '[provision_jaeger] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -203,17 +205,7 @@ ensure_built() {
     return 0
   fi
 
-  # A private, cacheable Go environment, shared with provision_otelcol.sh. -modcacherw keeps
-  # the module cache deletable with `rm -rf`; GOTOOLCHAIN=local stops go from silently
-  # downloading another toolchain.
-  export GOPATH="${GO_DIR}/path"
-  export GOMODCACHE="${GO_DIR}/mod"
-  export GOCACHE="${GO_DIR}/build"
-  export GOFLAGS="-modcacherw -buildvcs=false"
-  export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-  # GOPROXY: Go's default module proxy unless the caller set one
-  export CGO_ENABLED=0
-  export GO111MODULE=on
+  use_project_go_env "${GO_DIR}"  # shared with provision_otelcol.sh
 
   log "go: $("${go_bin}" version 2>/dev/null) (GOMODCACHE/GOCACHE under ${GO_DIR})"
   local start=${SECONDS}
@@ -258,7 +250,7 @@ running_pid() {
   [[ -f "${PID_FILE}" ]] || return 1
   pid="$(cat "${PID_FILE}" 2>/dev/null || true)"
   [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "${pid}" 2>/dev/null || return 1
+  pid_alive "${pid}" || return 1
   # Guard against a recycled pid: it must be our binary.
   [[ "$(readlink "/proc/${pid}/exe" 2>/dev/null || echo "${BINARY}")" == "${BINARY}"* ]] || return 1
   echo "${pid}"
@@ -321,16 +313,7 @@ cmd_stop() {
     return 0
   fi
   log "stopping pid ${pid}"
-  kill -TERM "${pid}" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 100; i++)); do          # up to 10 s for a graceful shutdown
-    kill -0 "${pid}" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "${pid}" 2>/dev/null; then
-    log "pid ${pid} still alive after 10s; sending SIGKILL"
-    kill -KILL "${pid}" 2>/dev/null || true
-  fi
+  stop_pid "${pid}" 10
   rm -f "${PID_FILE}"
 }
 

@@ -63,6 +63,8 @@ PID_FILE="${RUN_DIR}/marquez.pid"
 LOG_FILE="${RUN_DIR}/marquez.log"
 LOCK_FILE="${CACHE_ROOT}/marquez/provision.lock"
 
+# shellcheck source=scripts/lib/common.sh
+source "${SCRIPT_DIR}/lib/common.sh"
 log() { printf '[provision_marquez] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -184,13 +186,6 @@ build() {
 }
 
 # ---- server state ------------------------------------------------------------------------
-pid_alive() {
-    local state
-    [[ "$1" =~ ^[0-9]+$ ]] || return 1
-    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)"
-    [[ -n "${state}" && "${state}" != Z && "${state}" != X ]]
-}
-
 marquez_pid() {
     local pid
     pid="$(cat "${PID_FILE}" 2>/dev/null || true)"
@@ -274,17 +269,7 @@ cmd_stop() {
         return 0
     fi
     log "stopping Marquez (pid ${pid})"
-    kill -TERM "${pid}" 2>/dev/null || true
-    local deadline=$(( SECONDS + STOP_TIMEOUT ))
-    while marquez_pid >/dev/null; do
-        if (( SECONDS >= deadline )); then
-            log "still running after ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "${pid}" 2>/dev/null || true
-            sleep 1
-            break
-        fi
-        sleep 0.5
-    done
+    stop_pid "${pid}" "${STOP_TIMEOUT}"
     rm -f "${PID_FILE}"
     log "stopped"
 }

@@ -44,6 +44,8 @@ STAMP="${OTELCOL_DIR}/.manifest.sha256"
 SRC_DIR="${OTELCOL_DIR}/src"
 OCB="${OTELCOL_DIR}/bin/ocb"
 
+# shellcheck source=scripts/lib/common.sh
+source "${SCRIPT_DIR}/lib/common.sh"
 log() { printf '[provision_otelcol] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -123,16 +125,7 @@ if is_current; then
   exit 0
 fi
 
-# A private, cacheable Go environment. -modcacherw keeps the module cache deletable with
-# `rm -rf`; GOTOOLCHAIN=local stops go from silently downloading another toolchain.
-export GOPATH="${GO_DIR}/path"
-export GOMODCACHE="${GO_DIR}/mod"
-export GOCACHE="${GO_DIR}/build"
-export GOFLAGS="-modcacherw -buildvcs=false"
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-# GOPROXY: Go's default module proxy unless the caller set one
-export CGO_ENABLED=0
-export GO111MODULE=on
+use_project_go_env "${GO_DIR}"
 
 log "go: $("${GO_BIN}" version 2>/dev/null) (GOMODCACHE/GOCACHE under ${GO_DIR})"
 
