@@ -28,6 +28,11 @@ SQLALCHEMY_SCHEMA: Final = "db.sqlalchemy.schema"
 # for INSERT ... SELECT and similar.
 SQLALCHEMY_COLUMN_LINEAGE: Final = "db.sqlalchemy.column_lineage"
 OPENLINEAGE_DATASET_NAMESPACE: Final = "openlineage.dataset.namespace"
+# Set by the application on an enclosing span whose parent run is not a span, such as the
+# task run of Airflow's OpenLineage provider: "{namespace}/{job name}/{runId}", the format
+# of that provider's lineage_parent_id / lineage_root_parent_id macros.
+OPENLINEAGE_PARENT_ID: Final = "openlineage.parent.id"
+OPENLINEAGE_ROOT_PARENT_ID: Final = "openlineage.root_parent.id"
 
 # --- semantic conventions we read (stable names first, then the deprecated ones) ---
 DB_SYSTEM_NAME: Final = "db.system.name"

@@ -15,6 +15,7 @@ Which statements belong to which run, and when a run is complete, is decided by
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -287,6 +288,16 @@ class Converter:
             run_id_for(span.trace_id, span.parent_span_id),
         )
 
+    @staticmethod
+    def declared_parent(span: SpanView) -> tuple[RunRef, RunRef | None] | None:
+        """The parent (and root) run the application named on the span itself
+        (``openlineage.parent.id``), for a parent that is a run but not a span of this
+        trace: an Airflow task run of the OpenLineage provider, a scheduler's job run."""
+        parent = _parse_parent_id(span.attributes.get(attr.OPENLINEAGE_PARENT_ID))
+        if parent is None:
+            return None
+        return parent, _parse_parent_id(span.attributes.get(attr.OPENLINEAGE_ROOT_PARENT_ID))
+
     def run_events(
         self,
         span: SpanView,
@@ -301,6 +312,12 @@ class Converter:
         span itself (granularity ``statement``, or a statement with no enclosing span)."""
         if ref is None:
             ref = self.ref(span, statements[0] if as_statement and statements else None)
+        if parent is None or parent.name == UNKNOWN_PARENT_JOB:
+            # a run of this trace is the closer parent; a declared one beats a remote span
+            # whose job is not known here
+            declared = self.declared_parent(span) if not as_statement else None
+            if declared is not None:
+                parent, root = declared
         run_facets = self._run_facets(span, parent, root)
         job = self._job(ref, statements, as_statement)
         ok = [s for s in statements if not s.failed]
@@ -507,6 +524,22 @@ class Converter:
 
 
 _CACHE_LIMIT: Final = 4096
+
+
+def _parse_parent_id(value: Any) -> RunRef | None:
+    """``namespace/job/runId``; the namespace may itself hold slashes
+    (``airflow://host``), the job name does not."""
+    if not isinstance(value, str):
+        return None
+    head, _, run_id = value.rpartition("/")
+    namespace, _, job = head.rpartition("/")
+    if not (namespace and job and run_id):
+        return None
+    try:
+        run_id = str(uuid.UUID(run_id))
+    except ValueError:
+        return None
+    return RunRef(namespace, job, run_id)
 
 
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:

@@ -15,7 +15,7 @@ from spanfactory import (
 from otel_sqla_lineage.assemble import RunAssembler
 from otel_sqla_lineage.convert import Converter
 from otel_sqla_lineage.settings import LineageSettings
-from otel_sqla_lineage.spans import SpanEventView
+from otel_sqla_lineage.spans import SpanEventView, SpanView
 
 SQLITE_NS = "sqlite://apphost/srv/library.db"
 
@@ -281,3 +281,54 @@ def test_error_message_loses_bound_parameters_and_postgres_detail() -> None:
 def test_same_spans_give_the_same_events_twice(granularity: str) -> None:
     assert assemble(checkout_spans(), granularity=granularity) == assemble(
         checkout_spans(), granularity=granularity)
+
+
+def _with_attributes(span: SpanView, **extra: str) -> SpanView:
+    span.attributes = {**span.attributes, **extra}
+    return span
+
+
+def test_run_names_the_parent_run_declared_on_its_span() -> None:
+    # what examples/airflow_dag's operator sets from the OpenLineage provider's macros
+    task_run = "01a1fce8-7d93-75fc-9718-7e9b97f5d897"
+    dag_run = "01a1fce8-7d93-79fc-b9ce-053c86b515a5"
+    task = _with_attributes(
+        app_span(0x60, "library_summary.count_loans"),
+        **{"openlineage.parent.id": f"airflow://prod/library_summary.count_loans/{task_run}",
+           "openlineage.root_parent.id": f"airflow://prod/library_summary/{dag_run}"},
+    )
+    spans = [sqlite_statement(0x61, 0x60, sql="SELECT * FROM loans", operation="SELECT",
+                              read=("loans",)), task]
+    start, complete = assemble(spans)
+    for event in (start, complete):
+        parent = event["run"]["facets"]["parent"]
+        assert parent["run"]["runId"] == task_run
+        assert parent["job"] == {"facets": {}, "namespace": "airflow://prod",
+                                 "name": "library_summary.count_loans"}
+        assert parent["root"]["run"]["runId"] == dag_run
+        assert parent["root"]["job"]["name"] == "library_summary"
+
+
+def test_a_run_of_the_same_trace_is_a_closer_parent_than_a_declared_one() -> None:
+    inner = _with_attributes(
+        app_span(0x71, "inner", parent=0x70, start=1, end=5),
+        **{"openlineage.parent.id": "ns/elsewhere/01a1fce8-7d93-75fc-9718-7e9b97f5d897"},
+    )
+    spans = [
+        sqlite_statement(0x72, 0x71, sql="SELECT * FROM books", operation="SELECT",
+                         read=("books",)),
+        inner,
+        sqlite_statement(0x73, 0x70, sql="SELECT * FROM loans", operation="SELECT",
+                         read=("loans",), start=6, end=7),
+        app_span(0x70, "outer", start=0, end=10),
+    ]
+    by_job = {e["job"]["name"]: e for e in assemble(spans) if e["eventType"] == "COMPLETE"}
+    parent = by_job["library.inner"]["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == expected_run_id(TRACE, 0x70)
+
+
+def test_a_malformed_declared_parent_is_ignored() -> None:
+    task = _with_attributes(app_span(0x80, "task"), **{"openlineage.parent.id": "no-run-id"})
+    spans = [sqlite_statement(0x81, 0x80, sql="SELECT * FROM loans", operation="SELECT",
+                              read=("loans",)), task]
+    assert all("parent" not in e["run"]["facets"] for e in assemble(spans))
