@@ -12,7 +12,8 @@
 # Progress goes to stderr; `start` prints the URL as its last stdout line.
 #
 # Created objects:
-#   role osl / osl-test-password  -> databases osl_test, osl_test2 (owner osl),
+#   role osl / osl-test-password  -> databases osl_test, osl_test2, osl_airflow_example
+#                                    (the Airflow example's data; owner osl),
 #                                    schema inventory in osl_test (owner osl)
 #   role marquez / marquez        -> database marquez (owner marquez)
 #
@@ -27,7 +28,7 @@ PG_LISTEN=127.0.0.1
 
 APP_ROLE=osl
 APP_PASSWORD=osl-test-password
-APP_DBS=(osl_test osl_test2)
+APP_DBS=(osl_test osl_test2 osl_airflow_example)
 APP_SCHEMA_DB=osl_test
 APP_SCHEMA=inventory
 MARQUEZ_ROLE=marquez
