@@ -74,7 +74,7 @@ def _openlineage_parent(context: dict[str, Any]) -> dict[str, str]:
         return {}
 
 
-class SQLAlchemySessionOperator(BaseOperator):
+class SQLAlchemySessionOperator(BaseOperator):  # type: ignore[misc]  # Any without airflow
     """``python_callable(session, context)`` with a managed ORM session on ``conn_id``."""
 
     def __init__(self, *, conn_id: str, python_callable: SessionCallable,
