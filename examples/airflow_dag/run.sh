@@ -3,7 +3,7 @@
 # lineage to $OUT/openlineage_events.jsonl (ours: tasks and Airflow's metadata database) and
 # $OUT/airflow_openlineage_events.jsonl (Airflow's OpenLineage provider: task and DAG runs).
 #
-#   examples/airflow_dag/run.sh            OUT=demo-output/airflow (emptied first)
+#   examples/airflow_dag/run.sh     OUT=demo-output/airflow (its previous results replaced)
 #
 # Set-up is idempotent: the Airflow environment (scripts/bootstrap_airflow.sh), PostgreSQL
 # with the example's database (scripts/provision_postgres.sh), the tables, a fresh
@@ -19,7 +19,10 @@ VENV="$ROOT/.cache/venv/airflow"
 "$ROOT/scripts/provision_postgres.sh" start >/dev/null
 PG="osl:osl-test-password@127.0.0.1:${OSL_PG_PORT:-55432}/osl_airflow_example"
 
-rm -rf "$OUT" && mkdir -p "$OUT/airflow_home"
+# only what this script writes there: OUT may be a folder of the caller's
+rm -rf "$OUT/airflow_home" "$OUT"/openlineage_events.jsonl "$OUT"/airflow_openlineage_events.jsonl \
+  "$OUT"/airflow_db_migrate.log "$OUT"/airflow_dags_test.log
+mkdir -p "$OUT/airflow_home"
 export AIRFLOW_HOME="$OUT/airflow_home"
 export AIRFLOW__CORE__DAGS_FOLDER="$EXAMPLE/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
