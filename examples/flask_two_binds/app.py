@@ -33,7 +33,8 @@ from flask import Flask, abort, request
 from models import PG_SCHEMA, Book, Loan, User, db
 from opentelemetry import trace
 from sqlalchemy import make_url, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 log = logging.getLogger("bookshop")
@@ -47,6 +48,12 @@ def create_app(books_url: str, users_url: str) -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = books_url
     app.config["SQLALCHEMY_BINDS"] = {"users": users_url}
     db.init_app(app)
+
+    @app.errorhandler(HTTPException)
+    def as_json(error: HTTPException) -> tuple[dict[str, Any], int]:
+        # also answers unhandled exceptions (as 500): Flask has logged them by then, and
+        # the request's span has them too (it ends with the request, status ERROR)
+        return {"error": error.description}, error.code or 500
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -174,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     users_url = os.environ.get(USERS_URL_ENV) or f"sqlite:///{Path('bookshop-users.db').resolve()}"
     app = create_app(books_url, users_url)
-    init_db(app, reset=args.reset)
+    try:
+        init_db(app, reset=args.reset)
+    except OperationalError as exc:
+        # the driver's own message names host and port, never the password
+        log.error("cannot set up the databases: %s", exc.orig or exc)
+        return 1
     server = make_server(args.host, args.port, app, threaded=True)
     signal.signal(signal.SIGTERM, _stop)
     log.info("books and loans in %s (schema %s), users in %s",
