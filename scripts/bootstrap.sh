@@ -29,8 +29,11 @@ for line in "${lines[@]}"; do
   [ -f "$pins" ] || { log "error: no pins for SQLAlchemy $line ($pins)"; exit 1; }
   venv="$CACHE/venv/sqla-$line"
   stamp="$venv/.inputs.sha256"
+  # the Flask example's packages: Flask-SQLAlchemy 3.1 needs SQLAlchemy 2.0.16 or later
+  extras=()
+  case "$line" in 2.*) extras=("$ROOT/requirements/examples-flask.txt") ;; esac
   digest=$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/constraints.txt" \
-    "$ROOT/requirements/test.txt" "$pins" | sha256sum | cut -d' ' -f1)
+    "$ROOT/requirements/test.txt" "$pins" "${extras[@]}" | sha256sum | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && [ -x "$venv/bin/python" ]; then
     log "SQLAlchemy $line environment is up to date ($venv)"
     continue
@@ -40,7 +43,7 @@ for line in "${lines[@]}"; do
   "$venv/bin/python" -m pip install -q --upgrade "pip==25.3" >/dev/null
   "$venv/bin/python" -m pip install -q \
     -c "$ROOT/requirements/constraints.txt" \
-    -r "$ROOT/requirements/test.txt" -r "$pins" -e "$ROOT"
+    -r "$ROOT/requirements/test.txt" -r "$pins" "${extras[@]/#/--requirement=}" -e "$ROOT"
   echo "$digest" > "$stamp"
   log "SQLAlchemy $line environment ready: $("$venv/bin/python" -c 'import sqlalchemy; print(sqlalchemy.__version__)')"
 done
