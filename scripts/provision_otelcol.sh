@@ -9,17 +9,14 @@
 # cannot be `go install`ed (their go.mod files use replace directives). The Go module proxy
 # is reachable, so ocb generates a tiny main package and `go build`s it.
 #
-# Everything lives under <repo>/.cache/ (git-ignored); <key> is the version plus the first
-# 12 hex digits of the manifest's sha256, so builds with different component lists (other
-# branches, other worktrees sharing .cache/otelcol) live side by side instead of rebuilding
-# over each other:
-#   .cache/otelcol/<key>/manifest.yaml     builder manifest (generated from the heredoc below)
-#   .cache/otelcol/<key>/bin/ocb           the builder itself
-#   .cache/otelcol/<key>/src/              generated sources (main.go, components.go, go.mod)
-#   .cache/otelcol/<key>/otelcol-lineage   the Collector binary  <- printed on stdout
-#   .cache/go/{mod,build,path}             GOMODCACHE / GOCACHE / GOPATH for the build
-# A second run with the binary present does nothing but print the path. OTELCOL_REBUILD=1
-# forces a rebuild (a stamp still holds the manifest's sha256).
+# Everything lives under <repo>/.cache/ (git-ignored):
+#   .cache/otelcol/<version>/manifest.yaml     builder manifest (generated from the heredoc below)
+#   .cache/otelcol/<version>/bin/ocb           the builder itself
+#   .cache/otelcol/<version>/src/              generated sources (main.go, components.go, go.mod)
+#   .cache/otelcol/<version>/otelcol-lineage   the Collector binary  <- printed on stdout
+#   .cache/go/{mod,build,path}                 GOMODCACHE / GOCACHE / GOPATH for the build
+# A second run with the binary present does nothing but print the path. The binary is also
+# rebuilt when the manifest below changes (a stamp holds its sha256) or OTELCOL_REBUILD=1.
 # Log lines go to stderr; only the path goes to stdout.
 set -euo pipefail
 
@@ -39,7 +36,14 @@ DIST_NAME="otelcol-lineage"
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 CACHE_ROOT="${REPO_ROOT}/.cache"
+OTELCOL_DIR="${CACHE_ROOT}/otelcol/${OTELCOL_VERSION}"
 GO_DIR="${CACHE_ROOT}/go"
+BINARY="${OTELCOL_DIR}/${DIST_NAME}"
+MANIFEST="${OTELCOL_DIR}/manifest.yaml"
+STAMP="${OTELCOL_DIR}/.manifest.sha256"
+SRC_DIR="${OTELCOL_DIR}/src"
+OCB="${OTELCOL_DIR}/bin/ocb"
+
 # shellcheck source=scripts/lib/common.sh
 source "${SCRIPT_DIR}/lib/common.sh"
 log() { printf '[provision_otelcol] %s\n' "$*" >&2; }
@@ -47,7 +51,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ---- builder manifest ------------------------------------------------------------------
 # Only what the lineage pipeline needs (see otel-collector-config.yaml): the OTLP receiver,
-# memory_limiter + batch (+ tail_sampling) processors, OTLP gRPC/HTTP and debug exporters, the standard
+# memory_limiter + batch processors, OTLP gRPC/HTTP and debug exporters, the standard
 # stable config providers, and the default (otelconf) telemetry for the Collector's own metrics.
 manifest() {
   cat <<EOF
@@ -69,9 +73,6 @@ receivers:
 processors:
   - gomod: go.opentelemetry.io/collector/processor/memorylimiterprocessor ${OTELCOL_BETA_VERSION}
   - gomod: go.opentelemetry.io/collector/processor/batchprocessor ${OTELCOL_BETA_VERSION}
-  # tail sampling for the Jaeger pipeline only (otel-collector-config.yaml, "Sampling and
-  # lineage" in the README): lineage keeps every span
-  - gomod: github.com/open-telemetry/opentelemetry-collector-contrib/processor/tailsamplingprocessor ${OTELCOL_BETA_VERSION}
 exporters:
   - gomod: go.opentelemetry.io/collector/exporter/otlpexporter ${OTELCOL_BETA_VERSION}
   - gomod: go.opentelemetry.io/collector/exporter/otlphttpexporter ${OTELCOL_BETA_VERSION}
@@ -89,16 +90,6 @@ telemetry:
   import: go.opentelemetry.io/collector/service/telemetry/otelconftelemetry
 EOF
 }
-
-# The manifest names its own output directory, which depends on the key: the key hashes
-# the manifest rendered with a placeholder there.
-MANIFEST_KEY="$(SRC_DIR="@output_path@" manifest | sha256sum | cut -c1-12)"
-OTELCOL_DIR="${CACHE_ROOT}/otelcol/${OTELCOL_VERSION}-${MANIFEST_KEY}"
-BINARY="${OTELCOL_DIR}/${DIST_NAME}"
-MANIFEST="${OTELCOL_DIR}/manifest.yaml"
-STAMP="${OTELCOL_DIR}/.manifest.sha256"
-SRC_DIR="${OTELCOL_DIR}/src"
-OCB="${OTELCOL_DIR}/bin/ocb"
 
 # ---- go toolchain ------------------------------------------------------------------------
 GO_BIN="$(command -v go || true)"
