@@ -309,3 +309,33 @@ def console_spans(stdout: str) -> list[dict[str, Any]]:
             return spans
         span, index = decoder.raw_decode(stdout, index)
         spans.append(span)
+
+
+def tail_sampling_overlay() -> dict[str, Any]:
+    """The commented tail-sampling overlay shipped in otel-collector-config.yaml."""
+    import yaml
+
+    lines = (Path(__file__).resolve().parent.parent / "otel-collector-config.yaml").read_text()
+    block = lines.split("# processors:\n", 1)[1].split("#\n", 1)[0]
+    text = "processors:\n" + "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    overlay: dict[str, Any] = yaml.safe_load(text)
+    return overlay
+
+
+def test_shipped_tail_sampling_layout_samples_only_the_jaeger_pipeline() -> None:
+    import yaml
+
+    base = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "otel-collector-config.yaml").read_text())
+    overlay = tail_sampling_overlay()
+    assert "tail_sampling" in overlay["processors"]
+    pipelines = overlay["service"]["pipelines"]
+    assert set(pipelines) == {"traces/observability"}, "the lineage pipeline is left alone"
+    observability = pipelines["traces/observability"]
+    assert "tail_sampling" in observability["processors"]
+    assert observability["exporters"] == base["service"]["pipelines"]["traces/observability"][
+        "exporters"]
+    lineage = base["service"]["pipelines"]["traces/lineage"]
+    assert lineage["receivers"] == observability["receivers"] == ["otlp"]
+    assert "tail_sampling" not in lineage["processors"]
+    assert lineage["exporters"] == ["otlp_grpc/lineage"]
