@@ -55,20 +55,15 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 
-# opentelemetry-instrumentation-sqlalchemy's span around Engine.connect(): it ends before
-# any statement runs, so it never is, nor encloses, one; recording it would cost every
-# sampled-out job a span for nothing
-_UPSTREAM_CONNECT_SPAN: Final = "connect"
-
-
 class LineageSampler(Sampler):
     """Your sampler's decision for tracing backends; every span recorded for lineage.
 
     Every DROP becomes RECORD_ONLY, whatever the span: at sampling time a span has no
     attributes yet (SQLAlchemy statement spans start bare) and nobody knows whether it
     will enclose statements, and a run without its enclosing span loses its job name and
-    waits ``buffer_timeout_seconds``. The one exception is upstream SQLAlchemy
-    instrumentation's ``connect`` span (kind CLIENT), which never holds a statement.
+    waits ``buffer_timeout_seconds``. Not even upstream SQLAlchemy instrumentation's
+    ``connect`` span is left out: a pool's first connection runs the dialect's own
+    statements inside it, and without it those would wait, then be runs of their own.
 
     The SDK's ``AlwaysRecordSampler`` (recent SDKs) does nearly the same; this is our own
     type so that ``opentelemetry-instrument`` set-up can recognise it and attach
@@ -94,9 +89,7 @@ class LineageSampler(Sampler):
         result = self.delegate.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
-        if result.decision is not Decision.DROP or (
-            kind is SpanKind.CLIENT and name == _UPSTREAM_CONNECT_SPAN
-        ):
+        if result.decision is not Decision.DROP:
             return result
         # same attributes and trace state: only "recorded" changes, never "sampled"
         return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)

@@ -210,15 +210,6 @@ def test_lineage_sampler_only_turns_drop_into_record_only(
     assert result.trace_state is not None and result.trace_state.get("vendor") == "x"
 
 
-def test_upstream_connect_spans_stay_dropped_they_never_hold_a_statement() -> None:
-    from opentelemetry.trace import SpanKind
-
-    sampler = LineageSampler(_Fixed(Decision.DROP))
-    assert sampler.should_sample(None, 1, "connect", SpanKind.CLIENT).decision is Decision.DROP
-    # a job span that happens to be called "connect" is still recorded
-    assert sampler.should_sample(None, 1, "connect").decision is Decision.RECORD_ONLY
-
-
 def test_lineage_sampler_describes_what_it_wraps() -> None:
     sampler = LineageSampler(ParentBased(TraceIdRatioBased(0.25)))
     assert sampler.get_description().startswith("LineageSampler{ParentBased{root:TraceIdRatio")
