@@ -33,6 +33,11 @@ With no code at all::
 
     OTEL_TRACES_EXPORTER=otlp,openlineage opentelemetry-instrument python app.py
 
+Under head sampling, wrap your sampler in :class:`LineageSampler` and add an
+:class:`UnsampledSpanProcessor` for the lineage exporter (or set
+``OTEL_TRACES_SAMPLER=lineage_parentbased_traceidratio``): sampled-out traces still give
+lineage, and tracing backends still get only the sampled ones.
+
 Configuration
 -------------
 Our settings: ``OTEL_SQLA_LINEAGE_*`` environment variables or keyword arguments
@@ -48,15 +53,18 @@ from otel_sqla_lineage.errors import ConfigError, OtelSqlaLineageError
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
 from otel_sqla_lineage.instrumentor import SQLAlchemyLineageInstrumentor
 from otel_sqla_lineage.runid import run_id_for
+from otel_sqla_lineage.sampling import LineageSampler, UnsampledSpanProcessor
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.version import __version__
 
 __all__ = [
     "ConfigError",
+    "LineageSampler",
     "LineageSettings",
     "OpenLineageSpanExporter",
     "OtelSqlaLineageError",
     "SQLAlchemyLineageInstrumentor",
+    "UnsampledSpanProcessor",
     "__version__",
     "run_id_for",
 ]

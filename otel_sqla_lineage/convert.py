@@ -353,10 +353,12 @@ class Converter:
         service = self._service_name(span)
         if service:
             otel["serviceName"] = service
-        if self.settings.trace_ui_url:
-            otel["traceUrl"] = f"{self.settings.trace_ui_url}/trace/{trace_hex}"
         if not span.sampled:
+            # recorded for lineage only (LineageSampler): no tracing backend has it, so no
+            # link to one
             otel["sampled"] = False
+        elif self.settings.trace_ui_url:
+            otel["traceUrl"] = f"{self.settings.trace_ui_url}/trace/{trace_hex}"
         # START and COMPLETE share these objects (their parts serialize once)
         facets = ev.Frozen(opentelemetry=ev.Frozen(otel), processing_engine=self._engine_facet)
         if parent is not None:

@@ -231,6 +231,7 @@ class DeliveryQueue:
         self._worker.start()
 
     def put_many(self, events: Iterable[Event]) -> None:
+        added = 0
         with self._cond:
             for event in events:
                 if self._closing or len(self._queue) + self._inflight >= self.max_events:
@@ -245,7 +246,9 @@ class DeliveryQueue:
                     continue
                 self._queue.append(event)
                 self._put_count += 1
-            self._cond.notify_all()
+                added += 1
+            if added:  # waking the worker for nothing costs every span a context switch
+                self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         with self._cond:

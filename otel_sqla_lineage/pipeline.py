@@ -42,7 +42,8 @@ class LineagePipeline:
                     _log.exception(
                         "otel-sqla-lineage: span %r could not be converted; skipped", span.name
                     )
-        self._delivery.put_many(events)
+        if events:  # most spans (statements held for their run) emit nothing yet
+            self._delivery.put_many(events)
         return failures
 
     def _expire(self) -> list[dict[str, Any]]:

@@ -259,6 +259,26 @@ def test_spans_of_one_trace_split_across_requests_form_one_job_run(serve: Serve)
     assert stats["held"] == 0 and stats["runs_emitted"] == 1 and stats["statements_seen"] == 2
 
 
+@pytest.mark.parametrize(("flags", "marked"), [
+    (0x102, True),   # W3C flags "random trace id" without "sampled" (+ has-is-remote)
+    (0x101, False),  # sampled, as the Java and Go SDKs write it
+    (0x100, False),  # the Python SDK writes no W3C flags: exported, so sampled
+])
+def test_runs_of_spans_whose_otlp_flags_say_not_sampled_carry_the_marker(
+    serve: Serve, flags: int, marked: bool
+) -> None:
+    served = serve()
+    statement = sqlalchemy_statement(0x11, 0xA1, operation="INSERT", written=("audit",))
+    statement.flags = flags
+    served.export(request([statement, span(0xA1, "audit_job", start=0, end=50, flags=flags)]))
+    events = served.wait_events(2)
+    otel = events[1]["run"]["facets"]["opentelemetry"]
+    assert ("sampled" in otel) is marked
+    if marked:
+        assert otel["sampled"] is False
+    assert {e["run"]["runId"] for e in events} == {expected_run_id(TRACE, 0xA1)}
+
+
 def test_nested_runs_across_requests_name_their_parent_and_root(serve: Serve) -> None:
     served = serve()
     served.export(request([sqlalchemy_statement(0x11, 0xB2, operation="SELECT", read=("books",))]))

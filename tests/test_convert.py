@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -250,6 +251,23 @@ def test_trace_url_is_set_when_a_jaeger_ui_is_configured() -> None:
     events = assemble(checkout_spans(), trace_ui_url="http://127.0.0.1:16686")
     assert events[1]["run"]["facets"]["opentelemetry"]["traceUrl"] == (
         f"http://127.0.0.1:16686/trace/{TRACE:032x}")
+
+
+def unsampled(spans: list[Any]) -> list[Any]:
+    """The same spans as recorded for lineage only (LineageSampler): trace flag unsampled."""
+    return [dataclasses.replace(span, sampled=False) for span in spans]
+
+
+def test_runs_of_sampled_out_traces_keep_their_run_ids_and_say_they_were_not_sampled() -> None:
+    sampled = assemble(checkout_spans(), trace_ui_url="http://127.0.0.1:16686")
+    events = assemble(unsampled(checkout_spans()), trace_ui_url="http://127.0.0.1:16686")
+    assert [e["run"]["runId"] for e in events] == [e["run"]["runId"] for e in sampled]
+    for event in events:
+        otel = event["run"]["facets"]["opentelemetry"]
+        assert otel["sampled"] is False
+        assert "traceUrl" not in otel  # no tracing backend has this trace
+    assert "sampled" not in sampled[1]["run"]["facets"]["opentelemetry"]
+    assert names(events[1]["outputs"]) == names(sampled[1]["outputs"])
 
 
 def test_error_message_loses_bound_parameters_and_postgres_detail() -> None:

@@ -10,7 +10,7 @@ import pytest
 from olspec import validate_event
 from openlineage.client.serde import Serde
 from spanfactory import app_span, sqlite_statement
-from test_convert import assemble, checkout_spans
+from test_convert import assemble, checkout_spans, unsampled
 
 from otel_sqla_lineage.events import to_json, to_openlineage_event
 from otel_sqla_lineage.spans import SpanEventView
@@ -38,6 +38,7 @@ def all_events() -> list[dict[str, Any]]:
         + assemble(checkout_spans(job_status="ERROR"), granularity="statement")
         + assemble(rich_spans(), trace_ui_url="http://127.0.0.1:16686")
         + assemble(rich_spans(), granularity="statement")
+        + assemble(unsampled(checkout_spans()), trace_ui_url="http://127.0.0.1:16686")
     )
 
 

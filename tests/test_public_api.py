@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_package_exports() -> None:
     assert sorted(otel_sqla_lineage.__all__) == [
-        "ConfigError", "LineageSettings", "OpenLineageSpanExporter", "OtelSqlaLineageError",
-        "SQLAlchemyLineageInstrumentor", "__version__", "run_id_for",
+        "ConfigError", "LineageSampler", "LineageSettings", "OpenLineageSpanExporter",
+        "OtelSqlaLineageError", "SQLAlchemyLineageInstrumentor", "UnsampledSpanProcessor",
+        "__version__", "run_id_for",
     ]
 
 
@@ -37,6 +38,12 @@ def test_entry_points_are_registered() -> None:
     assert instrumentors["sqlalchemy_lineage"] == (
         "otel_sqla_lineage.instrumentor:SQLAlchemyLineageInstrumentor")
     assert exporters["openlineage"] == "otel_sqla_lineage.exporter:OpenLineageSpanExporter"
+    samplers = {e.name: e.value for e in eps.select(group="opentelemetry_traces_sampler")}
+    assert samplers["lineage_parentbased_traceidratio"] == (
+        "otel_sqla_lineage.sampling:lineage_parentbased_traceidratio")
+    hooks = {e.name: e.value for e in eps.select(group="opentelemetry_post_instrument")}
+    assert hooks["otel_sqla_lineage"] == (
+        "otel_sqla_lineage.autoconfig:attach_unsampled_span_processor")
 
 
 def test_instruments_extra_matches_the_dependency_check() -> None:

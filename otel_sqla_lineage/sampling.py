@@ -1,0 +1,186 @@
+"""Complete lineage under trace sampling.
+
+A head sampler that drops 90 to 99% of traces makes the SDK skip those spans entirely, so a
+span-based lineage exporter would miss 90 to 99% of the writes. Two small parts fix that
+without changing what tracing backends receive:
+
+* :class:`LineageSampler` wraps your sampler: its "sample" decisions stand, its DROP
+  decisions become RECORD_ONLY. The span is recorded (attributes, status, end) but its
+  trace flags stay *not sampled*, so propagation (``traceparent``), the SDK's
+  Batch/SimpleSpanProcessor and therefore OTLP/Jaeger keep your decision.
+* :class:`UnsampledSpanProcessor` hands those recorded-but-unsampled spans to the
+  lineage exporter, which the SDK's export processors never show them to. Sampled spans
+  are left to the exporter's own BatchSpanProcessor, so nothing is fed twice.
+
+In code::
+
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    lineage = OpenLineageSpanExporter()
+    provider = TracerProvider(sampler=LineageSampler(ParentBased(TraceIdRatioBased(0.1))))
+    provider.add_span_processor(BatchSpanProcessor(otlp_exporter))    # 10% of traces
+    provider.add_span_processor(BatchSpanProcessor(lineage))          # sampled spans
+    provider.add_span_processor(UnsampledSpanProcessor(lineage))      # the other 90%
+
+With ``opentelemetry-instrument``: ``OTEL_TRACES_SAMPLER=lineage_parentbased_traceidratio``
+(or ``lineage_`` + any SDK sampler name, see :data:`SAMPLER_NAMES`) with
+``OTEL_TRACES_SAMPLER_ARG=0.1`` and ``OTEL_TRACES_EXPORTER=otlp,openlineage``; the
+processor is attached by :func:`otel_sqla_lineage.autoconfig.attach_unsampled_span_processor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+if TYPE_CHECKING:
+    from otel_sqla_lineage.exporter import OpenLineageSpanExporter
+
+_log = logging.getLogger(__name__)
+
+
+class LineageSampler(Sampler):
+    """Your sampler's decision for tracing backends; every span recorded for lineage.
+
+    Every DROP becomes RECORD_ONLY, whatever the span: at sampling time a span has no
+    attributes yet (SQLAlchemy statement spans start bare) and nobody knows whether it
+    will enclose statements, and a run without its enclosing span loses its job name and
+    waits ``buffer_timeout_seconds``. Not even upstream SQLAlchemy instrumentation's
+    ``connect`` span is left out: a pool's first connection runs the dialect's own
+    statements inside it, and without it those would wait, then be runs of their own.
+
+    The SDK's ``AlwaysRecordSampler`` (recent SDKs) does nearly the same; this is our own
+    type so that ``opentelemetry-instrument`` set-up can recognise it and attach
+    :class:`UnsampledSpanProcessor`, and so it works on every SDK we support. The cost
+    (benchmarks/bench_sampling.py) is in the README.
+    """
+
+    def __init__(self, delegate: Sampler) -> None:
+        if not isinstance(delegate, Sampler):
+            raise TypeError(f"LineageSampler wraps a Sampler, not {type(delegate).__name__}")
+        self.delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        result = self.delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+        if result.decision is not Decision.DROP:
+            return result
+        # same attributes and trace state: only "recorded" changes, never "sampled"
+        return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+
+    def get_description(self) -> str:
+        return f"LineageSampler{{{self.delegate.get_description()}}}"
+
+
+class UnsampledSpanProcessor(SpanProcessor):
+    """Feeds spans that were recorded but not sampled to ``exporter``.
+
+    Put it beside the ``BatchSpanProcessor(exporter)`` that handles the sampled ones.
+    ``on_end`` runs on the application's thread: it converts the span into the exporter's
+    run assembly (no I/O; delivery is the exporter's background thread) and never raises.
+    Nothing is buffered here, so ``force_flush`` has nothing to do, and ``shutdown``
+    leaves the exporter to its BatchSpanProcessor, which owns it.
+    """
+
+    def __init__(self, exporter: OpenLineageSpanExporter) -> None:
+        self.exporter = exporter
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or context.trace_flags.sampled:
+            return  # sampled: the exporter's BatchSpanProcessor has it
+        try:
+            self.exporter.export((span,))
+        except Exception:  # export() does not raise; this guards the app all the same
+            _log.exception("otel-sqla-lineage: unsampled span %r skipped", span.name)
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+# -- OTEL_TRACES_SAMPLER entry points ----------------------------------------------------
+# The SDK calls the factory with OTEL_TRACES_SAMPLER_ARG as a string (or None): it
+# converts the argument itself only for its own two ratio sampler names.
+
+
+def _ratio(arg: object) -> float:
+    if arg is None or (isinstance(arg, str) and not arg.strip()):
+        return 1.0
+    try:
+        rate = float(arg)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        _log.warning("otel-sqla-lineage: OTEL_TRACES_SAMPLER_ARG=%r is not a number; "
+                     "using ratio 1.0", arg)
+        return 1.0
+    if not 0.0 <= rate <= 1.0:
+        _log.warning("otel-sqla-lineage: OTEL_TRACES_SAMPLER_ARG=%r is outside [0, 1]; "
+                     "using ratio 1.0", arg)
+        return 1.0
+    return rate
+
+
+def lineage_always_on(arg: object = None) -> Sampler:
+    return LineageSampler(ALWAYS_ON)
+
+
+def lineage_always_off(arg: object = None) -> Sampler:
+    return LineageSampler(ALWAYS_OFF)
+
+
+def lineage_traceidratio(arg: object = None) -> Sampler:
+    return LineageSampler(TraceIdRatioBased(_ratio(arg)))
+
+
+def lineage_parentbased_always_on(arg: object = None) -> Sampler:
+    return LineageSampler(ParentBased(ALWAYS_ON))
+
+
+def lineage_parentbased_always_off(arg: object = None) -> Sampler:
+    return LineageSampler(ParentBased(ALWAYS_OFF))
+
+
+def lineage_parentbased_traceidratio(arg: object = None) -> Sampler:
+    return LineageSampler(ParentBased(TraceIdRatioBased(_ratio(arg))))
+
+
+# name in OTEL_TRACES_SAMPLER -> factory (pinned against pyproject.toml by a test)
+SAMPLER_NAMES: Final[dict[str, Callable[[object], Sampler]]] = {
+    "lineage_always_on": lineage_always_on,
+    "lineage_always_off": lineage_always_off,
+    "lineage_traceidratio": lineage_traceidratio,
+    "lineage_parentbased_always_on": lineage_parentbased_always_on,
+    "lineage_parentbased_always_off": lineage_parentbased_always_off,
+    "lineage_parentbased_traceidratio": lineage_parentbased_traceidratio,
+}
