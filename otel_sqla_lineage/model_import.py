@@ -7,7 +7,8 @@ connects to a database; a model module that does so at import time will do it he
 A target is a dotted module name (``app.models``, imported with the working directory
 first on ``sys.path``, as ``python -m`` does), a ``.py`` file or a package directory
 (imported under its dotted name from the first parent directory that is not a package, so
-its relative and absolute imports work as in the application).
+its relative and absolute imports work as in the application). Models are found in the
+module's namespace and, for a package, in the submodules its import imported.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ def import_models(targets: Sequence[str], extra_paths: Sequence[str] = ()) -> Fo
     objects: list[object] = []
     for module in modules:
         objects.extend(vars(module).values())
+        # a package: the submodules its import imported (never imports more of them:
+        # a package may hold migrations or scripts that must not run)
+        prefix = module.__name__ + "."
+        for name, submodule in list(sys.modules.items()):
+            if name.startswith(prefix) and submodule is not None:
+                objects.extend(vars(submodule).values())
     found = find_models(objects)
     if not found.tables():
         raise NoTablesError(
