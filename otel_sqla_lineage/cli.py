@@ -313,7 +313,7 @@ def _snapshot_side(target: Any, workdir: Path, driver: str | None,
                           "connect to something at import time?") from exc
     sys.stderr.write(result.stdout + result.stderr)
     if result.returncode != 0:
-        raise ConfigError(f"could not read the models of {target} (see the message above)")
+        raise ConfigError(f"could not read the models of {target}")
     return ModelSnapshot.from_dict(json.loads(out.read_text(encoding="utf-8")))
 
 

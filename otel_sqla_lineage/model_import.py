@@ -68,8 +68,11 @@ def module_name_for(target: str, extra_paths: Sequence[str] = ()) -> tuple[str, 
     return target, [str(Path.cwd()), *extra_paths]
 
 
-def import_models(targets: Sequence[str], extra_paths: Sequence[str] = ()) -> FoundModels:
-    """Import each target and find the model objects its namespace holds.
+def import_models(
+    targets: Sequence[str], extra_paths: Sequence[str] = (), label: str | None = None
+) -> FoundModels:
+    """Import each target and find the model objects its namespace holds (``label``: how
+    messages name a single target, when it was rewritten, e.g. into a git revision's tree).
 
     Raises :class:`ModelImportError` (with the user's exception inside) when an import
     fails, :class:`NoTablesError` when nothing declares a table.
@@ -79,8 +82,8 @@ def import_models(targets: Sequence[str], extra_paths: Sequence[str] = ()) -> Fo
         try:
             name, paths = module_name_for(target, extra_paths)
         except (OSError, ValueError) as exc:
-            raise ModelImportError(target, exc, "Give a dotted module name, a .py file or a "
-                                   "package directory.") from exc
+            raise ModelImportError(label or target, exc, "Give a dotted module name, a .py "
+                                   "file or a package directory.") from exc
         for entry in reversed(paths):
             resolved = str(Path(entry).resolve())
             if resolved not in sys.path:
@@ -90,7 +93,7 @@ def import_models(targets: Sequence[str], extra_paths: Sequence[str] = ()) -> Fo
         except BaseException as exc:  # SystemExit and KeyboardInterrupt of user code too
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise ModelImportError(target, exc, _HINT) from exc
+            raise ModelImportError(label or target, exc, _HINT) from exc
     objects: list[object] = []
     for module in modules:
         objects.extend(vars(module).values())
@@ -103,8 +106,9 @@ def import_models(targets: Sequence[str], extra_paths: Sequence[str] = ()) -> Fo
     found = find_models(objects)
     if not found.tables():
         raise NoTablesError(
-            f"no SQLAlchemy tables found in {', '.join(targets)}: the module(s) imported, but "
-            "none of their top-level names is a declarative base, mapped class, registry, "
-            "MetaData or Table. Name the module that defines (or imports) your models."
+            f"no SQLAlchemy tables found in {label or ', '.join(targets)}: the module(s) "
+            "imported, but none of their top-level names is a declarative base, mapped "
+            "class, registry, MetaData or Table. Name the module that defines (or imports) "
+            "your models."
         )
     return found

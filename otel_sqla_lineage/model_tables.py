@@ -28,8 +28,9 @@ from otel_sqla_lineage.schema import render_type
 SNAPSHOT_FORMAT: Final = 1
 
 # Size rank of integer types: a move to a lower rank narrows the column.
-_INTEGER_SIZES: Final = ((sqltypes.SmallInteger, 2), (sqltypes.BigInteger, 8),
-                         (sqltypes.Integer, 4))
+_INTEGER_SIZES: Final[tuple[tuple[type[Any], int], ...]] = (
+    (sqltypes.SmallInteger, 2), (sqltypes.BigInteger, 8), (sqltypes.Integer, 4),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,7 @@ class FoundModels:
         elif isinstance(obj, Mapper):
             self.add_registry(obj.registry)
         elif isinstance(obj, type):
-            mapper = inspect(obj, raiseerr=False)
+            mapper: Any = inspect(obj, raiseerr=False)
             if isinstance(mapper, Mapper):
                 self.add_registry(mapper.registry)
             else:  # a declarative base: not mapped itself, but it holds the registry
@@ -278,7 +279,7 @@ def _base_type(type_: Any) -> Any:
     return type_
 
 
-_FAMILIES: Final = (
+_FAMILIES: Final[tuple[tuple[type[Any], str], ...]] = (
     (sqltypes.Enum, "enum"),  # before String: Enum is one
     (sqltypes.Boolean, "boolean"),
     (sqltypes.Float, "float"),  # before Numeric: Float is one

@@ -194,11 +194,10 @@ def _compare_types(
         family = old.family
         if family == "integer" and old.size and new.size and old.size != new.size:
             return _by(new.size < old.size, "integer size")
-        if family in ("string", "binary"):
-            if old.length != new.length:
-                if new.length is not None and (old.length is None or new.length < old.length):
-                    return "breaking", _NARROWED, "narrowed (shorter)"
-                return "info", _WIDENED, "widened (longer)"
+        if family in ("string", "binary") and old.length != new.length:
+            if _less(old.length, new.length):
+                return "breaking", _NARROWED, "narrowed (shorter)"
+            return "info", _WIDENED, "widened (longer)"
         if family in ("numeric", "float"):
             narrower = _less(old.precision, new.precision) or _less(old.scale, new.scale)
             wider = _more(old.precision, new.precision) or _more(old.scale, new.scale)

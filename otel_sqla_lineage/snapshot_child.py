@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traceback", action="store_true")
     args = parser.parse_args(argv)
     try:
-        found = import_models([args.target], args.app_dir)
+        found = import_models([args.target], args.app_dir, args.source)
         if args.expect_under:
-            _check_origin(args.target, args.expect_under)
+            _check_origin(args.target, args.expect_under, args.source or args.target)
         dialect = None
         if args.dialect_url:
             from otel_sqla_lineage.cli import dialect_for
@@ -43,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     except OtelSqlaLineageError as exc:
         if args.traceback and isinstance(exc, ModelImportError):
             sys.stderr.write(exc.traceback)
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"otel-sqla-lineage schema-diff: error: {exc}\n")
         return 2
     with open(args.out, "w", encoding="utf-8") as out:
         json.dump(snap.to_dict(), out)
     return 0
 
 
-def _check_origin(target: str, directory: str) -> None:
+def _check_origin(target: str, directory: str, label: str) -> None:
     """A dotted name may resolve to an installed copy (an editable install of the
     working tree) instead of the revision's tree: that would compare a tree with itself."""
     import importlib
@@ -63,7 +63,7 @@ def _check_origin(target: str, directory: str) -> None:
     origin = getattr(module, "__file__", None)
     if origin and not Path(origin).resolve().is_relative_to(Path(directory).resolve()):
         raise OtelSqlaLineageError(
-            f"{target!r} at that revision was imported from {origin}, not from the "
+            f"{label!r} was imported from {origin}, not from the "
             f"revision's tree: give it as a path (e.g. src/app/models.py@REV) or add its "
             "source root with --app-dir"
         )

@@ -29,7 +29,7 @@ product_categories = Table(
 
 class Product(Base):  # type: ignore[misc,valid-type]
     __tablename__ = "products"
-    __table_args__ = {"comment": "everything the shop sells"}
+    __table_args__ = {"comment": "everything the shop sells"}  # noqa: RUF012
     id = Column(Integer, primary_key=True)
     kind = Column(String(20), nullable=False)
     sku = Column(String(32), nullable=False, unique=True, comment="stock keeping unit")
@@ -39,7 +39,7 @@ class Product(Base):  # type: ignore[misc,valid-type]
     description = Column(Text)
     categories = relationship("Category", secondary=product_categories,
                               back_populates="products")
-    __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "product"}
+    __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "product"}  # noqa: RUF012
 
 
 class BookProduct(Product):
@@ -47,7 +47,7 @@ class BookProduct(Product):
     id = Column(Integer, ForeignKey("products.id"), primary_key=True)
     isbn = Column(String(13), nullable=False)
     pages = Column(Integer)
-    __mapper_args__ = {"polymorphic_identity": "book"}
+    __mapper_args__ = {"polymorphic_identity": "book"}  # noqa: RUF012
 
 
 class Game(Product):
@@ -55,7 +55,7 @@ class Game(Product):
     id = Column(Integer, ForeignKey("products.id"), primary_key=True)
     min_players = Column(Integer, nullable=False)
     max_players = Column(Integer, nullable=False)
-    __mapper_args__ = {"polymorphic_identity": "game"}
+    __mapper_args__ = {"polymorphic_identity": "game"}  # noqa: RUF012
 
 
 class Category(Base):  # type: ignore[misc,valid-type]
