@@ -196,3 +196,89 @@ def test_the_setting_reads_booleans_from_the_environment(raw: str, expected: boo
 def test_a_malformed_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START='maybe'"):
         LineageSettings.from_env({"OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START": "maybe"})
+
+
+def test_announced_datasets_are_the_datasets_of_the_run_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same namespace, name and column types as the runtime path gives the table."""
+    from conftest import make_lineage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_SQLA_LINEAGE_FILE", str(tmp_path / "schema_events.jsonl"))
+    lineage = make_lineage(tmp_path)
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=lineage.traced.provider, emit_schema_at_start=True)
+    try:
+        Base, Author, _ = declare_models()
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+        Base.metadata.create_all(engine)
+        with lineage.tracer.start_as_current_span("list_authors"), Session(engine) as session:
+            session.query(Author).all()
+        run_inputs = {(d["namespace"], d["name"]): d["facets"]
+                      for e in lineage.events() for d in e["inputs"]}
+        at_start = AtStart(instrumentor, lineage.traced, tmp_path / "schema_events.jsonl")
+        announced = {(e["dataset"]["namespace"], e["dataset"]["name"]): e["dataset"]["facets"]
+                     for e in at_start.events()}
+        key = (sqlite_namespace(tmp_path / "app.db"), "ats_authors")
+        assert key in run_inputs and key in announced
+        assert announced[key]["dataSource"] == run_inputs[key]["dataSource"]
+        assert [(f["name"], f["type"]) for f in announced[key]["schema"]["fields"]] == [
+            (f["name"], f["type"]) for f in run_inputs[key]["schema"]["fields"]]
+        engine.dispose()
+    finally:
+        instrumentor.uninstrument()
+        lineage.traced.provider.shutdown()
+
+
+AUTO_APP = """
+import sys
+import sqlalchemy
+from sqlalchemy import Column, Integer, String, select
+from sqlalchemy.orm import Session, declarative_base
+
+Base = declarative_base()
+
+
+class Book(Base):
+    __tablename__ = "books"
+    id = Column(Integer, primary_key=True)
+    title = Column(String(50), nullable=False)
+
+
+engine = sqlalchemy.create_engine("sqlite:///" + sys.argv[1])
+Base.metadata.create_all(engine)
+with Session(engine) as session:
+    session.add(Book(id=1, title="Dune"))
+    session.commit()
+    assert session.scalars(select(Book.title)).all() == ["Dune"]
+"""
+
+
+@pytest.mark.subprocess
+def test_under_opentelemetry_instrument_the_tables_come_before_the_runs(tmp_path: Path) -> None:
+    """The usual deployment: instrumentation first, the app's models imported after."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "app.py").write_text(AUTO_APP)
+    events_file = tmp_path / "lineage.jsonl"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENLINEAGE", "OTEL_"))}
+    env.update(OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START="true",
+               OTEL_SQLA_LINEAGE_FILE=str(events_file), OTEL_TRACES_EXPORTER="openlineage",
+               OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
+               OTEL_SERVICE_NAME="library")
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    proc = subprocess.run([str(instrument), sys.executable, "app.py", str(tmp_path / "l.db")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    kinds = ["dataset" if "dataset" in e else "run" for e in events]
+    assert kinds[0] == "dataset" and "run" in kinds
+    first_run = kinds.index("run")
+    assert "dataset" not in kinds[first_run:]
+    (books,) = [e["dataset"] for e in events[:first_run] if e["dataset"]["name"] == "books"]
+    assert books["namespace"] == sqlite_namespace(tmp_path / "l.db")
+    assert books["facets"]["sqlalchemyTable"]["mappedClasses"] == ["__main__.Book"]
