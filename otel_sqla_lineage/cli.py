@@ -12,6 +12,7 @@ Both import the user's module, which runs its top-level code (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -186,7 +187,9 @@ def _schema(args: argparse.Namespace) -> int:
 
     location = location_for(args.url, args.namespace)  # before importing: fail fast
     dialect = dialect_for(args.url) if args.url else None
-    found = import_models(args.targets, args.app_dir)
+    # the user's code may print: keep stdout for the events (--output -)
+    with contextlib.redirect_stdout(sys.stderr):
+        found = import_models(args.targets, args.app_dir)
     events = dataset_events(snapshot(found, dialect, " ".join(args.targets)), location,
                             time.time_ns())
     if args.output:
@@ -286,11 +289,11 @@ def _snapshot_side(target: Any, workdir: Path, driver: str | None,
         child_cwd = tree / cwd.resolve().relative_to(root)
         child_cwd.mkdir(parents=True, exist_ok=True)
         if _is_path(spec):
-            moved = tree / Path(spec).resolve().relative_to(root)
+            moved = tree / _inside(Path(spec).resolve(), root)
             if not moved.exists():
                 raise ConfigError(f"{spec} does not exist at revision {target.revision}")
             spec = str(moved)
-        app_dirs = [str(tree / Path(d).relative_to(root)) for d in app_dirs]
+        app_dirs = [str(tree / _inside(Path(d), root)) for d in app_dirs]
         expect_under = str(tree)
     elif _is_path(spec):
         spec = str(Path(spec).resolve())
@@ -323,6 +326,13 @@ _CHILD: Final = (
     "import sys; sys.path.pop(0); "
     "from otel_sqla_lineage.snapshot_child import main; sys.exit(main(sys.argv[1:]))"
 )
+
+
+def _inside(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        raise ConfigError(f"{path} is outside the git repository {root}") from None
 
 
 def _is_path(spec: str) -> bool:

@@ -353,3 +353,31 @@ def test_help_lists_both_commands_and_the_exit_codes(tmp_path: Path) -> None:
     proc = run("--help", cwd=tmp_path)
     assert proc.returncode == 0
     assert "schema-diff" in proc.stdout and "breaking changes found" in proc.stdout
+
+
+def test_events_the_transport_refuses_give_exit_1(tmp_path: Path) -> None:
+    """Nothing listens on the discard port: every event fails, and the exit code says so."""
+    proc = run("schema", "otel_sqla_lineage.demo.models", "--namespace", "ns", cwd=tmp_path,
+               env={"OPENLINEAGE__TRANSPORT__TYPE": "http",
+                    "OPENLINEAGE__TRANSPORT__URL": "http://127.0.0.1:9",
+                    "OPENLINEAGE__TRANSPORT__RETRY": '{"total": 0}'})
+    assert proc.returncode == 1
+    assert "0 of 4 DatasetEvent(s) in namespace ns delivered to http transport" in proc.stderr
+
+
+def test_the_console_script_is_registered() -> None:
+    import importlib.metadata
+
+    scripts = importlib.metadata.entry_points().select(group="console_scripts")
+    assert {e.name: e.value for e in scripts}["otel-sqla-lineage"] == (
+        "otel_sqla_lineage.cli:main")
+
+
+def test_what_the_models_print_at_import_stays_out_of_the_events(tmp_path: Path) -> None:
+    (tmp_path / "chatty_models.py").write_text(
+        "print('connecting to nothing, just saying hello')\n"
+        "from otel_sqla_lineage.demo.models import Base\n")
+    proc = run("schema", "chatty_models", "--namespace", "ns", "-o", "-", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(events_of(proc.stdout)) == 4
+    assert "just saying hello" in proc.stderr
