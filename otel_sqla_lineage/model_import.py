@@ -109,6 +109,6 @@ def import_models(
             f"no SQLAlchemy tables found in {label or ', '.join(targets)}: the module(s) "
             "imported, but none of their top-level names is a declarative base, mapped "
             "class, registry, MetaData or Table. Name the module that defines (or imports) "
-            "your models."
+            "your models; a package counts the submodules its __init__ imports."
         )
     return found
