@@ -26,7 +26,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
@@ -42,11 +42,13 @@ from otel_sqla_lineage.naming import DatabaseLocation, default_schema_of, locati
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
-from otel_sqla_lineage.schema_at_start import SchemaAtStart
 from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import Granularity, LineageSettings
 from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__
+
+if TYPE_CHECKING:
+    from otel_sqla_lineage.schema_at_start import SchemaAtStart
 
 _log = logging.getLogger(__name__)
 
@@ -359,7 +361,11 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
         tracer_provider: TracerProvider | None = kwargs.get("tracer_provider")
         tracer = trace.get_tracer(__name__, __version__, tracer_provider)
-        at_start = SchemaAtStart(settings) if settings.emit_schema_at_start else None
+        at_start = None
+        if settings.emit_schema_at_start:  # imports sqlalchemy.orm: only when asked for
+            from otel_sqla_lineage.schema_at_start import SchemaAtStart
+
+            at_start = SchemaAtStart(settings)
         hooks = _StatementHooks(
             tracer, settings.granularity, SchemaAnnouncer(settings.schema_max_columns),
             at_start.engine_seen if at_start is not None else None,

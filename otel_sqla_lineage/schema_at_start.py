@@ -101,10 +101,13 @@ class SchemaAtStart:
             self._log_failure()
 
     def _pending_events(self) -> list[dict[str, Any]]:
+        # outside our lock: SQLAlchemy takes its configure mutex here, and holds it while it
+        # calls _mapper_configured, which takes our lock (one lock order, no deadlock)
+        registries = _all_registries() if self._engines else []
         with self._lock:
             if not self._engines:
                 return []
-            for reg in _all_registries():
+            for reg in registries:
                 self._found.add_registry(reg)
             tables = self._found.tables()
             classes: dict[int, list[str]] | None = None
