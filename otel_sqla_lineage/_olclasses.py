@@ -11,14 +11,17 @@ from typing import Any
 
 import attr
 from openlineage.client.event_v2 import (
+    DatasetEvent,
     InputDataset,
     Job,
     OutputDataset,
     Run,
     RunEvent,
     RunState,
+    StaticDataset,
 )
 from openlineage.client.facet_v2 import (
+    DatasetFacet,
     RunFacet,
     column_lineage_dataset,
     datasource_dataset,
@@ -50,6 +53,52 @@ class OpenTelemetryRunFacet(RunFacet):  # type: ignore[misc]
         return events.OPENTELEMETRY_RUN
 
 
+@attr.define
+class SQLAlchemyColumn:
+    name: str
+    nullable: bool
+
+
+@attr.define
+class SQLAlchemyForeignKey:
+    columns: list[str]
+    referredTable: str
+    referredColumns: list[str]
+
+
+@attr.define
+class SQLAlchemyTableDatasetFacet(DatasetFacet):  # type: ignore[misc]
+    """What the standard schema facet has no field for: nullability, keys, and the
+    mapped classes of a table (``tableSchema``: the database schema, when one is set)."""
+
+    table: str
+    primaryKey: list[str]
+    columns: list[SQLAlchemyColumn]
+    foreignKeys: list[SQLAlchemyForeignKey]
+    mappedClasses: list[str]
+    tableSchema: str | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return events.SQLALCHEMY_TABLE
+
+
+def _sqlalchemy_table(d: Mapping[str, Any]) -> Any:
+    return SQLAlchemyTableDatasetFacet(
+        table=d["table"],
+        tableSchema=d.get("tableSchema"),
+        primaryKey=list(d["primaryKey"]),
+        columns=[SQLAlchemyColumn(name=c["name"], nullable=c["nullable"]) for c in d["columns"]],
+        foreignKeys=[
+            SQLAlchemyForeignKey(columns=list(f["columns"]), referredTable=f["referredTable"],
+                                 referredColumns=list(f["referredColumns"]))
+            for f in d["foreignKeys"]
+        ],
+        mappedClasses=list(d["mappedClasses"]),
+        producer=_producer(d),
+    )
+
+
 def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
@@ -76,7 +125,9 @@ def _parent(d: Mapping[str, Any]) -> Any:
 def _schema(d: Mapping[str, Any]) -> Any:
     return schema_dataset.SchemaDatasetFacet(
         fields=[
-            schema_dataset.SchemaDatasetFacetFields(name=f["name"], type=f.get("type"))
+            schema_dataset.SchemaDatasetFacetFields(
+                name=f["name"], type=f.get("type"), description=f.get("description")
+            )
             for f in d["fields"]
         ],
         producer=_producer(d),
@@ -118,6 +169,7 @@ _DATASET_FACETS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "dataSource": _simple(datasource_dataset.DatasourceDatasetFacet),
     "schema": _schema,
     "columnLineage": _column_lineage,
+    "sqlalchemyTable": _sqlalchemy_table,
 }
 _OUTPUT_FACETS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "outputStatistics": _simple(
@@ -160,4 +212,17 @@ def load_run_event(event: Mapping[str, Any]) -> RunEvent:
             )
             for d in event["outputs"]
         ],
+    )
+
+
+def load_dataset_event(event: Mapping[str, Any]) -> DatasetEvent:
+    dataset = event["dataset"]
+    return DatasetEvent(
+        eventTime=event["eventTime"],
+        producer=event["producer"],
+        dataset=StaticDataset(
+            namespace=dataset["namespace"],
+            name=dataset["name"],
+            facets=_facets(dataset["facets"], _DATASET_FACETS),
+        ),
     )

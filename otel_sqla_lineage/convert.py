@@ -448,8 +448,7 @@ class Converter:
             if columns:
                 facets["schema"] = ev.facet(
                     ev.SCHEMA,
-                    fields=[{"fields": [], "name": name, "type": type_}
-                            for name, type_ in columns],
+                    fields=[ev.schema_field(name, type_) for name, type_ in columns],
                 )
             _bounded_put(self._dataset_facet_cache, key, facets)
         return facets

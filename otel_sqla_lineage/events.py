@@ -40,6 +40,13 @@ OUTPUT_STATISTICS: Final = (
 COLUMN_LINEAGE: Final = (
     f"{_SPEC}/facets/1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet"
 )
+DATASET_EVENT_SCHEMA: Final = f"{_SPEC}/2-0-2/OpenLineage.json#/$defs/DatasetEvent"
+# Our own dataset facet (nullability, primary and foreign keys, mapped classes: what the
+# standard schema facet has no field for); schema in facets/SQLAlchemyTableDatasetFacet.json.
+SQLALCHEMY_TABLE: Final = (
+    "urn:otel-sqla-lineage:facets:1-0-0:SQLAlchemyTableDatasetFacet.json"
+    "#/$defs/SQLAlchemyTableDatasetFacet"
+)
 # Our own run facet; its JSON schema ships in the package (facets/OpenTelemetryRunFacet.json).
 OPENTELEMETRY_RUN: Final = (
     "urn:otel-sqla-lineage:facets:1-0-0:OpenTelemetryRunFacet.json"
@@ -103,6 +110,27 @@ def run_event(
         "producer": PRODUCER,
         "run": {"facets": run_facets, "runId": run_id},
         "schemaURL": RUN_EVENT_SCHEMA,
+    }
+
+
+def schema_field(name: str, type_: str, description: str | None = None) -> dict[str, Any]:
+    """One field of the ``schema`` facet, as ``Serde`` writes ``SchemaDatasetFacetFields``
+    (an empty ``fields`` list included)."""
+    out: dict[str, Any] = {"fields": [], "name": name, "type": type_}
+    if description is not None:
+        out["description"] = description
+    return out
+
+
+def dataset_event(
+    *, event_time_ns: int, namespace: str, name: str, facets: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A static ``DatasetEvent``: a dataset's metadata with no run or job."""
+    return {
+        "dataset": {"facets": dict(facets), "name": name, "namespace": namespace},
+        "eventTime": event_time(event_time_ns),
+        "producer": PRODUCER,
+        "schemaURL": DATASET_EVENT_SCHEMA,
     }
 
 
@@ -190,8 +218,11 @@ def _facets(facets: Mapping[str, Any]) -> str:
 
 
 def to_openlineage_event(event: Mapping[str, Any]) -> Any:
-    """Load one of our event dicts into openlineage-python's ``RunEvent`` (for transports
-    that take event objects). Only the facets we emit are known (KeyError otherwise)."""
-    from otel_sqla_lineage._olclasses import load_run_event
+    """Load one of our event dicts into openlineage-python's ``RunEvent`` or
+    ``DatasetEvent`` (for transports that take event objects). Only the facets we emit are
+    known (KeyError otherwise)."""
+    from otel_sqla_lineage._olclasses import load_dataset_event, load_run_event
 
+    if "dataset" in event:
+        return load_dataset_event(event)
     return load_run_event(event)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
@@ -38,7 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from otel_sqla_lineage import attributes as attr
-from otel_sqla_lineage.naming import default_schema_of, location_from_url
+from otel_sqla_lineage.naming import DatabaseLocation, default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
@@ -46,6 +46,9 @@ from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import Granularity, LineageSettings
 from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__
+
+if TYPE_CHECKING:
+    from otel_sqla_lineage.schema_at_start import SchemaAtStart
 
 _log = logging.getLogger(__name__)
 
@@ -89,8 +92,12 @@ class _EngineInfo:
 class _StatementHooks:
     """The three SQLAlchemy listeners, and the state they share."""
 
-    def __init__(self, tracer: Tracer, granularity: Granularity, schemas: SchemaAnnouncer):
+    def __init__(
+        self, tracer: Tracer, granularity: Granularity, schemas: SchemaAnnouncer,
+        on_new_engine: Callable[[DatabaseLocation, Any], None] | None = None,
+    ):
         self._tracer = tracer
+        self._on_new_engine = on_new_engine
         self._granularity = granularity
         self._schemas = schemas
         self._cache = StatementLineageCache()
@@ -222,6 +229,7 @@ class _StatementHooks:
             self._last_engine = (weakref.ref(engine), info)
             return info
         proxy, engine = engine, base
+        new_location = None
         with self._lock:
             info = self._engines.get(engine)
             if info is None:
@@ -241,7 +249,10 @@ class _StatementHooks:
                     attributes[attr.SQLALCHEMY_DEFAULT_SCHEMA] = location.default_schema
                 info = _EngineInfo(_upstream_traces(engine), attributes, location.namespace)
                 self._engines[engine] = info
+                new_location = location
         self._last_engine = (weakref.ref(proxy), info)
+        if new_location is not None and self._on_new_engine is not None:
+            self._on_new_engine(new_location, conn.dialect)  # logs and swallows its failures
         return info
 
     def mark_upstream_traced(self, engine: Engine) -> None:
@@ -329,10 +340,13 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     (``engine``, ``engines``, ``tracer_provider``, ``meter_provider``, ``enable_commenter``,
     ``commenter_options``, ``enable_attribute_commenter``) plus ``granularity`` (``job`` or
     ``statement``: which run ``openlineage.run.id`` names; default from
-    ``OTEL_SQLA_LINEAGE_GRANULARITY``).
+    ``OTEL_SQLA_LINEAGE_GRANULARITY``) and ``emit_schema_at_start`` (send a DatasetEvent
+    per mapped table once per engine, before its first statement; default from
+    ``OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START``, see :mod:`otel_sqla_lineage.schema_at_start`).
     """
 
     _hooks: _StatementHooks | None = None
+    _schema_at_start: SchemaAtStart | None = None
     _instrumented_upstream: bool = False
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -341,12 +355,24 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> Any:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-        settings = LineageSettings.from_env(granularity=kwargs.get("granularity"))
+        settings = LineageSettings.from_env(
+            granularity=kwargs.get("granularity"),
+            emit_schema_at_start=kwargs.get("emit_schema_at_start"),
+        )
         tracer_provider: TracerProvider | None = kwargs.get("tracer_provider")
         tracer = trace.get_tracer(__name__, __version__, tracer_provider)
+        at_start = None
+        if settings.emit_schema_at_start:  # imports sqlalchemy.orm: only when asked for
+            from otel_sqla_lineage.schema_at_start import SchemaAtStart
+
+            at_start = SchemaAtStart(settings)
         hooks = _StatementHooks(
-            tracer, settings.granularity, SchemaAnnouncer(settings.schema_max_columns)
+            tracer, settings.granularity, SchemaAnnouncer(settings.schema_max_columns),
+            at_start.engine_seen if at_start is not None else None,
         )
+        if at_start is not None:
+            at_start.listen()
+        self._schema_at_start = at_start
         upstream = SQLAlchemyInstrumentor()
         upstream_kwargs = {k: kwargs[k] for k in _UPSTREAM_KWARGS if k in kwargs}
         self._instrumented_upstream = False
@@ -377,6 +403,11 @@ class SQLAlchemyLineageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 if event.contains(Engine, name, listener):
                     event.remove(Engine, name, listener)
             self._hooks = None
+        at_start = self._schema_at_start
+        if at_start is not None:
+            self._schema_at_start = None
+            at_start.remove()
+            at_start.close(5.0)
         if self._instrumented_upstream:
             from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 

@@ -25,14 +25,20 @@ Columns = tuple[tuple[str, str], ...]
 
 def columns_of(table: Any, dialect: Any, max_columns: int) -> Columns:
     """(name, SQL type) per column, types rendered for the engine's dialect."""
-    out = []
-    for column in list(table.columns)[:max_columns]:
-        try:
-            type_name = column.type.compile(dialect=dialect)
-        except Exception:  # types without a compile rule for this dialect
-            type_name = type(column.type).__name__.upper()
-        out.append((str(column.name), str(type_name)))
-    return tuple(out)
+    return tuple(
+        (str(column.name), render_type(column.type, dialect))
+        for column in list(table.columns)[:max_columns]
+    )
+
+
+def render_type(type_: Any, dialect: Any) -> str:
+    """A column type as the dialect writes it in DDL (``VARCHAR(200)``); with no dialect,
+    as SQLAlchemy's default compiler does. Shared by the span attribute and the static
+    schema events, so both name a type the same way."""
+    try:
+        return str(type_.compile(dialect=dialect))
+    except Exception:  # types without a compile rule for this dialect
+        return type(type_).__name__.upper()
 
 
 def encode_schemas(schemas: dict[str, Columns]) -> str:

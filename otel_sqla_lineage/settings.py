@@ -28,6 +28,7 @@ ENV_BUFFER_TIMEOUT: Final = "OTEL_SQLA_LINEAGE_BUFFER_TIMEOUT_SECONDS"
 ENV_QUEUE_MAX_EVENTS: Final = "OTEL_SQLA_LINEAGE_QUEUE_MAX_EVENTS"
 ENV_DEFAULT_FILE: Final = "OTEL_SQLA_LINEAGE_FILE"
 ENV_SCHEMA_MAX_COLUMNS: Final = "OTEL_SQLA_LINEAGE_SCHEMA_MAX_COLUMNS"
+ENV_EMIT_SCHEMA_AT_START: Final = "OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START"
 
 DEFAULT_FILE: Final = "openlineage_events.jsonl"
 
@@ -48,6 +49,9 @@ class LineageSettings:
     default_file: str = DEFAULT_FILE
     # Columns per table carried in the db.sqlalchemy.schema span attribute.
     schema_max_columns: int = 200
+    # The instrumentor sends a DatasetEvent per mapped table once per engine, at start
+    # (otel_sqla_lineage.schema_at_start).
+    emit_schema_at_start: bool = False
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -76,6 +80,7 @@ class LineageSettings:
         _read(env, ENV_QUEUE_MAX_EVENTS, "queue_max_events", int, values)
         _read(env, ENV_DEFAULT_FILE, "default_file", str, values)
         _read(env, ENV_SCHEMA_MAX_COLUMNS, "schema_max_columns", int, values)
+        _read(env, ENV_EMIT_SCHEMA_AT_START, "emit_schema_at_start", _boolean, values)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:
@@ -96,3 +101,12 @@ def _read(
         into[field] = parse(raw.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r}: {exc}") from exc
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

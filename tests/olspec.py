@@ -47,6 +47,8 @@ def validate_event(event: dict[str, Any]) -> None:
 
 
 def _facets(event: dict[str, Any]) -> list[dict[str, Any]]:
+    if "dataset" in event:  # a static DatasetEvent
+        return list(event["dataset"]["facets"].values())
     out = list(event["run"]["facets"].values()) + list(event["job"]["facets"].values())
     for dataset in event["inputs"] + event["outputs"]:
         out += list(dataset["facets"].values())
