@@ -64,6 +64,9 @@ class JsonLinesSink:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
+            if self._file.tell() and not _ends_with_newline(self.path):
+                # a process killed mid-write left half a line: keep the next one whole
+                self._file.write("\n")
         self._file.write(to_json(event) + "\n")
 
     def flush(self) -> None:
@@ -74,6 +77,12 @@ class JsonLinesSink:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 class OpenLineageTransportSink:
