@@ -24,6 +24,7 @@ import copy
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -264,11 +265,12 @@ class DeliveryQueue:
             return self._cond.wait_for(lambda: self._done_count >= target, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         flushed = self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._worker.join(timeout)
+        self._worker.join(_left(deadline))
         return flushed
 
     @property
@@ -329,6 +331,13 @@ class DeliveryQueue:
             self.sink.close()
         except Exception:
             _log.exception("otel-sqla-lineage: %s failed to close", self.sink.description)
+
+
+CLOSE_GRACE_SECONDS = 5.0
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class SpooledDelivery:
@@ -424,13 +433,23 @@ class SpooledDelivery:
                 timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        flushed = self.flush(timeout)
+        """Waits (within ``timeout``) until everything is on disk, then at most
+        ``CLOSE_GRACE_SECONDS`` more for the backend: what it has not taken by then stays
+        spooled for the next start, rather than holding up the application's exit."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._put_count
+        flushed = self.handed_off(target, timeout)
+        if flushed:
+            grace = _left(deadline)
+            self.flush(CLOSE_GRACE_SECONDS if grace is None else min(grace,
+                                                                      CLOSE_GRACE_SECONDS))
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._stop.set()
-        self._spooler.join(timeout)
-        self._sender.join(timeout)
+        self._spooler.join(_left(deadline))
+        self._sender.join(min(1.0, _left(deadline) or 1.0))
         with self._spool_lock:
             if not self._closed:
                 self._closed = True

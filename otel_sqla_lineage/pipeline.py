@@ -105,9 +105,12 @@ class LineagePipeline:
         return self._delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        flushed = self.flush(timeout)
-        self._delivery.close(timeout)
-        return flushed
+        """Emit every held run; the delivery then waits for the sink within ``timeout``
+        (with a spool: until everything is on disk, plus a short grace for the sink)."""
+        with self._lock:
+            events = self._assembler.drain()
+        self._delivery.put_many(events)
+        return self._delivery.close(timeout)
 
 
 def _open_spool(settings: LineageSettings, *, required: bool) -> Spool | None:
