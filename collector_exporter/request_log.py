@@ -49,7 +49,13 @@ class RequestLog:
 
     def replay(self) -> Iterator[bytes]:
         """The payloads of the segments an earlier process left, oldest first."""
-        for segment in list(self._segments):
+        return self.records_through(self._segments[-1] if self._segments else 0)
+
+    def records_through(self, last: int) -> Iterator[bytes]:
+        """The payloads of the segments up to ``last``, oldest first."""
+        for segment in [s for s in self._segments if s <= last]:
+            if segment == self._current and self._fd is not None:
+                continue
             data = self._path(segment).read_bytes()
             offset = 0
             while offset + _HEADER.size <= len(data):

@@ -28,6 +28,7 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
     def __init__(
         self, lineage: LineageSettings, sink: EventSink, bearer_token: str | None = None,
         request_log: RequestLog | None = None, request_log_max_bytes: int = 64 * 1024 * 1024,
+        checkpoint_interval: float | None = 0.5,
     ) -> None:
         self._pipeline = LineagePipeline(lineage, sink, spool_required=request_log is not None)
         self._lock = threading.Lock()  # guards the request counters
@@ -35,6 +36,8 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         self._log_lock = threading.Lock()
         self._log = request_log
         self._log_max_bytes = request_log_max_bytes
+        # while spans are held, the log is compacted once it passes this
+        self._compact_bytes = min(4 * 1024 * 1024, request_log_max_bytes // 4)
         self._expected_token = bearer_token or None
         self._counts = {"requests": 0, "requests_unauthenticated": 0, "spans_received": 0,
                         "spans_rejected": 0, "requests_replayed": 0,
@@ -42,6 +45,8 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         self._stop = threading.Event()
         if request_log is not None:
             self._replay(request_log)
+        if request_log is not None and checkpoint_interval is not None:
+            self._checkpoint_interval = checkpoint_interval
             threading.Thread(target=self._checkpoint_loop, name="request-log-checkpoint",
                              daemon=True).start()
 
@@ -130,14 +135,18 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         with self._log_lock:
             if log.empty:
                 return True
-            if self._pipeline.held:
-                if log.bytes <= self._log_max_bytes:
-                    return False
+            held = self._pipeline.held
+            if held and log.bytes <= self._compact_bytes:
+                return False
+            if held and log.bytes > self._log_max_bytes:
                 _log.warning("collector_exporter: request log %s passed %d bytes with spans "
                              "still waiting for their parents; emitting %d held span(s) now",
-                             log.directory, self._log_max_bytes, self._pipeline.held)
+                             log.directory, self._log_max_bytes, held)
                 self._pipeline.release_held()
+                held = 0
             closed = log.rotate()
+            if held:
+                self._carry_forward(log, closed, self._pipeline.held_traces())
             target = self._pipeline.put_count
         if not self._pipeline.handed_off(target, timeout):
             return False
@@ -145,8 +154,26 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
             log.discard_through(closed)
         return True
 
+    def _carry_forward(self, log: RequestLog, closed: int, traces: set[int]) -> None:
+        """Copies the spans of traces still held into the new segment, so the segments
+        up to ``closed`` can go: the log shrinks to what is held (replay may then emit
+        some of those traces' runs twice, at least once)."""
+        for payload in log.records_through(closed):
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(payload)
+            keep = False
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    spans = [s for s in scope_spans.spans
+                             if int.from_bytes(s.trace_id, "big") in traces]
+                    keep = keep or bool(spans)
+                    del scope_spans.spans[:]
+                    scope_spans.spans.extend(spans)
+            if keep:
+                log.append(request.SerializeToString())
+
     def _checkpoint_loop(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self._checkpoint_interval):
             try:
                 self.checkpoint()
             except Exception:

@@ -60,8 +60,10 @@ class LineagePipeline:
         return failures
 
     def _expire(self) -> list[dict[str, Any]]:
+        # queued under the lock, so put_count never misses events the assembler let go
         with self._lock:
-            return self._assembler.expire()
+            self._delivery.put_many(self._assembler.expire())
+        return []
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -82,8 +84,14 @@ class LineagePipeline:
 
     @property
     def put_count(self) -> int:
-        """Events handed to delivery so far (a mark for :meth:`handed_off`)."""
-        return self._delivery.put_count
+        """Events handed to delivery so far (a mark for :meth:`handed_off`). Exact only
+        while no :meth:`add` runs (collector_exporter holds its request-log lock)."""
+        with self._lock:
+            return self._delivery.put_count
+
+    def held_traces(self) -> set[int]:
+        with self._lock:
+            return self._assembler.held_traces()
 
     def handed_off(self, target: int, timeout: float | None = None) -> bool:
         """True once the first ``target`` events are spooled on disk (delivered or counted
@@ -94,8 +102,7 @@ class LineagePipeline:
     def release_held(self) -> None:
         """Emit every held run now, without waiting for delivery."""
         with self._lock:
-            events = self._assembler.drain()
-        self._delivery.put_many(events)
+            self._delivery.put_many(self._assembler.drain())
 
     def flush(self, timeout: float | None = None) -> bool:
         """Emit every held run and statement, and wait until the sink has them."""

@@ -18,7 +18,11 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from procs.otlp_tools import (
+    TRACE,
     clean_env,
     free_port,
     request,
@@ -28,6 +32,11 @@ from procs.otlp_tools import (
     wait_for,
 )
 from spanfactory import expected_run_id
+
+from collector_exporter.request_log import RequestLog
+from collector_exporter.service import LineageTraceService
+from otel_sqla_lineage.delivery import JsonLinesSink
+from otel_sqla_lineage.settings import LineageSettings
 
 pytestmark = pytest.mark.subprocess
 
@@ -155,3 +164,60 @@ def test_kill_9_mid_stream_loses_no_acknowledged_span(tmp_path: Path) -> None:
           f"{duplicates} runs sent twice, {len(lost)} lost")
     assert len(acked) > 100
     assert lost == []
+
+
+class Context:
+    """The part of grpc.ServicerContext the service uses (no token configured)."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise grpc.RpcError(code, details)
+
+
+def logged_traces(directory: Path) -> list[set[int]]:
+    out = []
+    for payload in RequestLog(directory).replay():
+        req = ExportTraceServiceRequest.FromString(payload)
+        out.append({int.from_bytes(s.trace_id, "big") for rs in req.resource_spans
+                    for ss in rs.scope_spans for s in ss.spans})
+    return out
+
+
+def test_request_log_is_cut_when_nothing_is_held_and_compacted_to_held_traces(
+    tmp_path: Path
+) -> None:
+    settings = LineageSettings(spool_dir=str(tmp_path / "spool" / "events"))
+    service = LineageTraceService(settings, JsonLinesSink(tmp_path / "events.jsonl"), None,
+                                  RequestLog(tmp_path / "spool" / "requests"),
+                                  request_log_max_bytes=1024 * 1024, checkpoint_interval=None)
+    requests = tmp_path / "spool" / "requests"
+    try:
+        for k in range(1, 50):
+            trace_id = 0x100 + k
+            service.Export(request([
+                sqlalchemy_statement(0x11, 0x22, operation="SELECT", read=("books",),
+                                     trace_id=trace_id),
+                span(0x22, "job", trace_id=trace_id)]), Context())
+        assert len(logged_traces(requests)) == 49  # acknowledged = logged
+        assert service.checkpoint()  # nothing held: every event spooled, the log cut
+        assert logged_traces(requests) == []
+        # a statement whose parent has not come yet, then a lot of complete traces
+        service.Export(request([sqlalchemy_statement(0x31, 0x32, operation="UPDATE",
+                                                     written=("books",))]), Context())
+        for k in range(1, 800):
+            trace_id = 0x1000 + k
+            service.Export(request([
+                sqlalchemy_statement(0x11, 0x22, operation="SELECT", read=("books",),
+                                     trace_id=trace_id),
+                span(0x22, "job", trace_id=trace_id)]), Context())
+        assert service.stats()["held"] == 1
+        # past the compaction size (a quarter of the maximum): only the held trace's
+        # spans are carried forward
+        assert 256 * 1024 < service.stats()["request_log_bytes"] < 1024 * 1024
+        assert service.checkpoint()
+        assert logged_traces(requests) == [{TRACE}]
+        assert service.stats()["held"] == 1  # still waiting for its parent, not emitted
+    finally:
+        service.close(10)
