@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fakes import switchable_lineage_backend
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -45,7 +46,7 @@ SECONDS = 6.0
 KILL_AFTER = 2.5
 
 
-def start(tmp_path: Path, port: int, n: int) -> tuple[subprocess.Popen[Any], Path]:
+def start(tmp_path: Path, port: int, n: int, **env: str) -> tuple[subprocess.Popen[Any], Path]:
     log = tmp_path / f"service-{n}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -53,7 +54,7 @@ def start(tmp_path: Path, port: int, n: int) -> tuple[subprocess.Popen[Any], Pat
              "--events-file", str(tmp_path / "events.jsonl"),
              "--spool-dir", str(tmp_path / "spool"), "--stats-interval", "1"],
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-            env=clean_env(HOME=str(tmp_path)))
+            env=clean_env(HOME=str(tmp_path), **env))
 
     def listening() -> bool:
         if proc.poll() is not None:
@@ -221,3 +222,33 @@ def test_request_log_is_cut_when_nothing_is_held_and_compacted_to_held_traces(
         assert service.stats()["held"] == 1  # still waiting for its parent, not emitted
     finally:
         service.close(10)
+
+
+def test_events_spooled_while_the_backend_is_down_survive_a_restart_of_the_service(
+    tmp_path: Path
+) -> None:
+    with switchable_lineage_backend(status=503) as backend:
+        port = free_port()
+        proc, log = start(tmp_path, port, 0, OPENLINEAGE_URL=backend.url)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            for k in range(1, 6):
+                stub.Export(request([
+                    sqlalchemy_statement(0x11, 0x22, operation="INSERT", written=("loans",),
+                                         trace_id=k),
+                    span(0x22, f"job{k}", trace_id=k)]), timeout=10)
+        wait_for(lambda: backend.refused > 0, 30, "the backend to refuse an event")
+        assert stop(proc, 60) == 0
+        assert "10 event(s) stay in the spool" in log.read_text()
+        assert backend.accepted == []
+        backend.status = 200
+        proc, log = start(tmp_path, port, 1, OPENLINEAGE_URL=backend.url)
+        try:
+            wait_for(lambda: len(backend.accepted) == 10, 60, "the spooled events delivered")
+        finally:
+            assert stop(proc, 60) == 0
+        assert "left in the spool" in log.read_text()
+    assert [(e["job"]["name"], e["eventType"]) for e in backend.accepted] == [
+        (f"library.job{k}", t) for k in range(1, 6) for t in ("START", "COMPLETE")]
+    assert {e["run"]["runId"] for e in backend.accepted} == {
+        expected_run_id(k, 0x22) for k in range(1, 6)}
