@@ -5,7 +5,10 @@ Why our own queue: openlineage-python's ``http`` transport blocks for seconds wh
 retries and then raises; ``async_http`` still serialises in the caller's thread. Behind the
 queue, the exporter's caller only ever appends to a deque. One worker keeps events in order
 (a run's START is always sent before its COMPLETE). When the queue is full the newest
-events are dropped and counted; nothing raises.
+events are dropped and counted; nothing raises. With a spool directory
+(``OTEL_SQLA_LINEAGE_SPOOL_DIR``), :class:`SpooledDelivery` puts a bounded on-disk spool
+between the queue and the sink, so what the backend refuses is kept and retried, across
+restarts (see ``spool.py``).
 
 Where events go (first match wins), as openlineage-python resolves it:
 
@@ -422,6 +425,7 @@ class SpooledDelivery:
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until what was put before is on disk and then delivered, or the backend
         is failing (then it stays spooled, safe). False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._put_count
             self._cond.notify_all()
@@ -430,7 +434,7 @@ class SpooledDelivery:
             appended = self._appended
             return self._cond.wait_for(
                 lambda: self._consumed >= appended or self._backing_off or self._closed,
-                timeout)
+                _left(deadline))
 
     def close(self, timeout: float | None = None) -> bool:
         """Waits (within ``timeout``) until everything is on disk, then at most
