@@ -469,8 +469,9 @@ class SpooledDelivery:
         return flushed
 
     def stats(self) -> dict[str, int]:
-        return {"spool_pending": self.spool.pending, "spool_bytes": self.spool.bytes,
-                "spool_corrupt": self.spool.corrupt}
+        with self._spool_lock:
+            return {"spool_pending": self.spool.pending, "spool_bytes": self.spool.bytes,
+                    "spool_corrupt": self.spool.corrupt}
 
     def _count_drop(self, why: str) -> None:
         self.dropped += 1
