@@ -252,3 +252,34 @@ def test_events_spooled_while_the_backend_is_down_survive_a_restart_of_the_servi
         (f"library.job{k}", t) for k in range(1, 6) for t in ("START", "COMPLETE")]
     assert {e["run"]["runId"] for e in backend.accepted} == {
         expected_run_id(k, 0x22) for k in range(1, 6)}
+
+
+def test_a_second_service_on_the_same_spool_is_refused_and_no_spool_keeps_nothing(
+    tmp_path: Path
+) -> None:
+    port = free_port()
+    first, _ = start(tmp_path, port, 0)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
+             "--spool-dir", str(tmp_path / "spool")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+            env=clean_env(HOME=str(tmp_path)))
+        assert second.returncode == 2
+        assert "is in use by another process" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        assert stop(first) == 0
+    log = tmp_path / "no-spool.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
+             "--no-spool", "--events-file", str(tmp_path / "no-spool.jsonl")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path / "spool",
+            env=clean_env(HOME=str(tmp_path)))
+    try:
+        wait_for(lambda: "listening" in log.read_text(), 60, "the --no-spool service")
+    finally:
+        assert stop(proc) == 0
+    assert "no spool (requests acknowledged once in memory)" in log.read_text()
+    assert not (tmp_path / "spool" / "lineage-spool").exists()
