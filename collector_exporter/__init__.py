@@ -9,7 +9,9 @@ Run it::
 and point a Collector's ``otlp_grpc`` exporter at it (see ``otel-collector-config.yaml``).
 Where events go is configured as for any OpenLineage client (``openlineage.yml``,
 ``OPENLINEAGE_URL``, ``OPENLINEAGE__TRANSPORT__*``); with nothing configured, JSON lines in
-the working directory. ``--help`` lists every option.
+the working directory. A request is acknowledged once it is on disk (``--spool-dir``,
+default ``./lineage-spool``): a request log replayed after a crash, and a spool of the
+events the backend has not taken yet. ``--help`` lists every option.
 """
 
 from collector_exporter.server import build_server

@@ -15,7 +15,12 @@ from types import FrameType
 
 from collector_exporter.metrics import serve_metrics
 from collector_exporter.server import build_server
-from collector_exporter.settings import DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, ServiceSettings
+from collector_exporter.settings import (
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_SPOOL_DIR,
+    ServiceSettings,
+)
 from otel_sqla_lineage.delivery import sink_from_environment
 from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.settings import GRANULARITIES, LineageSettings
@@ -55,6 +60,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--events-file", default=None,
                         help="JSON-lines file when no transport is configured "
                         "(default: ./openlineage_events.jsonl)")
+    parser.add_argument("--spool-dir", type=Path,
+                        default=Path(env("OTEL_SQLA_LINEAGE_SPOOL_DIR") or DEFAULT_SPOOL_DIR),
+                        help="where acknowledged requests (requests/) and undelivered events "
+                        "(events/) are kept across outages and restarts; one service per "
+                        "directory (default: OTEL_SQLA_LINEAGE_SPOOL_DIR or ./%(default)s)")
+    parser.add_argument("--spool-max-bytes", type=int, default=None,
+                        help="bound of the event spool; beyond it new events are dropped, "
+                        "counted and logged (default: OTEL_SQLA_LINEAGE_SPOOL_MAX_BYTES or "
+                        "256 MiB)")
+    parser.add_argument("--no-spool", action="store_true",
+                        help="keep nothing on disk: acknowledge requests once in memory; "
+                        "events the backend refuses are counted as failed")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
     parser.add_argument("--bearer-token-file", type=Path, default=None,
@@ -84,6 +101,8 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         buffer_timeout_seconds=args.max_age,
         queue_max_events=args.queue_max_events,
         default_file=args.events_file,
+        spool_dir=None if args.no_spool else str(args.spool_dir / "events"),
+        spool_max_bytes=args.spool_max_bytes,
     )
     return ServiceSettings(
         listen=args.listen,
@@ -93,6 +112,7 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         bearer_token=token or None,
         max_message_bytes=args.max_message_bytes,
         metrics_listen=args.metrics_listen,
+        spool_dir=None if args.no_spool else args.spool_dir,
     )
 
 
@@ -124,10 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = serve_metrics(settings.metrics_listen, service.stats) if settings.metrics_listen \
         else None
     _log.info(
-        "listening for OTLP traces on %s (port %d, %s%s); lineage to %s; granularity %s",
+        "listening for OTLP traces on %s (port %d, %s%s); lineage to %s; granularity %s; %s",
         settings.listen, port, "TLS" if settings.tls_cert else "plaintext",
         ", bearer token required" if settings.bearer_token else "", sink.description,
         settings.lineage.granularity,
+        f"spool {settings.spool_dir.absolute()} (requests acknowledged once on disk)"
+        if settings.spool_dir else "no spool (requests acknowledged once in memory)",
     )
     # Python runs signal handlers in the main thread only, between bytecodes: wake up
     # often so a signal the kernel delivered to another thread is acted on promptly.

@@ -22,16 +22,23 @@ _HELP = {
     "expired": "held spans emitted without their parent after the max age",
     "evicted": "held spans emitted early because the buffer was full",
     "delivered": "events the OpenLineage transport accepted",
-    "failed": "events the OpenLineage transport refused",
-    "dropped": "events dropped because the delivery queue was full",
+    "failed": "failed delivery attempts (retried from the spool when there is one)",
+    "dropped": "events dropped because the delivery queue or the spool was full",
+    "spool_pending": "events in the on-disk spool waiting for the backend",
+    "spool_bytes": "bytes of the on-disk spool's segment files",
+    "spool_corrupt": "unreadable spool lines skipped",
+    "request_log_bytes": "bytes of acknowledged requests not yet turned into spooled events",
+    "requests_replayed": "acknowledged requests replayed from the request log at start",
+    "requests_unavailable": "requests refused because the request log could not be written",
 }
+_GAUGES = {"held", "spool_pending", "spool_bytes", "request_log_bytes"}
 
 
 def render(snapshot: dict[str, int]) -> str:
     lines = []
     for key, value in sorted(snapshot.items()):
         name = f"collector_exporter_{key}"
-        kind = "gauge" if key == "held" else "counter"
+        kind = "gauge" if key in _GAUGES else "counter"
         lines.append(f"# HELP {name} {_HELP.get(key, key)}")
         lines.append(f"# TYPE {name} {kind}")
         lines.append(f"{name} {value}")

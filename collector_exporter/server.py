@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
+from collector_exporter.request_log import RequestLog
 from collector_exporter.service import LineageTraceService
 from collector_exporter.settings import ServiceSettings
 from otel_sqla_lineage.delivery import EventSink, sink_from_environment
@@ -23,6 +24,8 @@ def build_server(
         settings.lineage,
         sink if sink is not None else sink_from_environment(settings.lineage),
         settings.bearer_token,
+        RequestLog(settings.spool_dir / "requests") if settings.spool_dir else None,
+        settings.request_log_max_bytes,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers,

@@ -12,6 +12,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from collector_exporter.decode import decode_request
+from collector_exporter.request_log import RequestLog
 from otel_sqla_lineage.delivery import EventSink
 from otel_sqla_lineage.pipeline import LineagePipeline
 from otel_sqla_lineage.settings import LineageSettings
@@ -21,14 +22,33 @@ _log = logging.getLogger(__name__)
 
 
 class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    """With a ``request_log``, a request is acknowledged only once it is written there;
+    what an earlier process left in it is replayed before the first request."""
+
     def __init__(
-        self, lineage: LineageSettings, sink: EventSink, bearer_token: str | None = None
+        self, lineage: LineageSettings, sink: EventSink, bearer_token: str | None = None,
+        request_log: RequestLog | None = None, request_log_max_bytes: int = 64 * 1024 * 1024,
+        checkpoint_interval: float | None = 0.5,
     ) -> None:
-        self._pipeline = LineagePipeline(lineage, sink)
+        self._pipeline = LineagePipeline(lineage, sink, spool_required=request_log is not None)
         self._lock = threading.Lock()  # guards the request counters
+        # request log append + hand-over to the pipeline, atomic against a checkpoint
+        self._log_lock = threading.Lock()
+        self._log = request_log
+        self._log_max_bytes = request_log_max_bytes
+        # while spans are held, the log is compacted once it passes this
+        self._compact_bytes = min(4 * 1024 * 1024, request_log_max_bytes // 4)
         self._expected_token = bearer_token or None
         self._counts = {"requests": 0, "requests_unauthenticated": 0, "spans_received": 0,
-                        "spans_rejected": 0}
+                        "spans_rejected": 0, "requests_replayed": 0,
+                        "requests_unavailable": 0}
+        self._stop = threading.Event()
+        if request_log is not None:
+            self._replay(request_log)
+        if request_log is not None and checkpoint_interval is not None:
+            self._checkpoint_interval = checkpoint_interval
+            threading.Thread(target=self._checkpoint_loop, name="request-log-checkpoint",
+                             daemon=True).start()
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
@@ -42,7 +62,21 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         decoded = decode_request(request)
         with self._lock:
             self._counts["spans_received"] += len(decoded.spans) + decoded.rejected
-        converted_failures = self._pipeline.add(children_first(decoded.spans))
+        if self._log is None:
+            converted_failures = self._pipeline.add(children_first(decoded.spans))
+        else:
+            with self._log_lock:
+                try:
+                    self._log.append(request.SerializeToString())
+                except OSError as exc:
+                    with self._lock:
+                        self._counts["requests_unavailable"] += 1
+                    _log.error("collector_exporter: cannot write the request log %s (%s); "
+                               "refusing the request (the sender retries it)",
+                               self._log.directory, exc)
+                    context.abort(grpc.StatusCode.UNAVAILABLE,
+                                  "lineage service cannot persist the request; retry later")
+                converted_failures = self._pipeline.add(children_first(decoded.spans))
         with self._lock:
             self._counts["spans_rejected"] += decoded.rejected + converted_failures
         rejected = decoded.rejected + converted_failures
@@ -71,6 +105,8 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         with self._lock:
             out = dict(self._counts)
         out.update(self._pipeline.stats())
+        if self._log is not None:
+            out["request_log_bytes"] = self._log.bytes
         return out
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -78,7 +114,91 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
         return self._pipeline.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        return self._pipeline.close(timeout)
+        self._stop.set()
+        flushed = self._pipeline.close(timeout)
+        if self._log is not None:
+            with self._log_lock:
+                closed = self._log.rotate()
+                if flushed:  # every event is delivered or in the spool: the log is done
+                    self._log.discard_through(closed)
+                self._log.close()
+        return flushed
+
+    def checkpoint(self, timeout: float = 30.0) -> bool:
+        """Deletes the request log up to now once nothing derived from it is only in
+        memory: no span held for run assembly, every event so far in the spool. Called
+        periodically. While spans are always held (sustained load), the log grows until
+        ``request_log_max_bytes``; then held runs are emitted early (logged) to cut it."""
+        log = self._log
+        if log is None:
+            return False
+        with self._log_lock:
+            if log.empty:
+                return True
+            held = self._pipeline.held
+            if held and log.bytes <= self._compact_bytes:
+                return False
+            if held and log.bytes > self._log_max_bytes:
+                _log.warning("collector_exporter: request log %s passed %d bytes with spans "
+                             "still waiting for their parents; emitting %d held span(s) now",
+                             log.directory, self._log_max_bytes, held)
+                self._pipeline.release_held()
+                held = 0
+            closed = log.rotate()
+            if held:
+                self._carry_forward(log, closed, self._pipeline.held_traces())
+            target = self._pipeline.put_count
+        if not self._pipeline.handed_off(target, timeout):
+            return False
+        with self._log_lock:
+            log.discard_through(closed)
+        return True
+
+    def _carry_forward(self, log: RequestLog, closed: int, traces: set[int]) -> None:
+        """Copies the spans of traces still held into the new segment, so the segments
+        up to ``closed`` can go: the log shrinks to what is held (replay may then emit
+        some of those traces' runs twice, at least once)."""
+        for payload in log.records_through(closed):
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            request.ParseFromString(payload)
+            keep = False
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    spans = [s for s in scope_spans.spans
+                             if int.from_bytes(s.trace_id, "big") in traces]
+                    keep = keep or bool(spans)
+                    del scope_spans.spans[:]
+                    scope_spans.spans.extend(spans)
+            if keep:
+                log.append(request.SerializeToString())
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.wait(self._checkpoint_interval):
+            try:
+                self.checkpoint()
+            except Exception:
+                _log.exception("collector_exporter: request log checkpoint failed")
+
+    def _replay(self, log: RequestLog) -> None:
+        requests = spans = 0
+        for payload in log.replay():
+            request = trace_service_pb2.ExportTraceServiceRequest()
+            try:
+                request.ParseFromString(payload)
+            except Exception as exc:  # a CRC-checked record that does not parse: log it
+                _log.warning("collector_exporter: a logged request does not parse (%s); "
+                             "skipped", exc)
+                continue
+            decoded = decode_request(request)
+            self._pipeline.add(children_first(decoded.spans))
+            requests += 1
+            spans += len(decoded.spans)
+        if requests:
+            with self._lock:
+                self._counts["requests_replayed"] = requests
+            _log.warning("collector_exporter: replayed %d acknowledged request(s) (%d spans) "
+                         "from the request log %s; runs already delivered before the restart "
+                         "are sent again (at least once)", requests, spans, log.directory)
 
 def children_first(spans: list[SpanView]) -> list[SpanView]:
     """The request's spans with every span after its descendants in the same request.

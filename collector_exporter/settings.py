@@ -12,6 +12,7 @@ from otel_sqla_lineage.settings import LineageSettings
 DEFAULT_LISTEN = "127.0.0.1:4417"
 # OTLP's own default limit is 4 MiB; the Collector's batches stay well under it.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_SPOOL_DIR = "lineage-spool"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class ServiceSettings:
     metrics_listen: str | None = None
     workers: int = 4
     grace_seconds: float = 10.0
+    # Request log (acknowledge after writing) + event spool under it; None: neither, a
+    # request is acknowledged once it is in memory.
+    spool_dir: Path | None = None
+    request_log_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -94,6 +94,10 @@ class RunAssembler:
         """Statements and runs waiting (what ``buffer_max_spans`` bounds)."""
         return self._held
 
+    def held_traces(self) -> set[int]:
+        """Trace IDs with spans waiting (collector_exporter keeps their requests logged)."""
+        return {trace_id for trace_id, _ in self._buckets}
+
     def add(self, span: SpanView) -> list[Event]:
         self.stats.spans_seen += 1
         out: list[Event] = []

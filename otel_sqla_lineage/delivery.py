@@ -5,7 +5,10 @@ Why our own queue: openlineage-python's ``http`` transport blocks for seconds wh
 retries and then raises; ``async_http`` still serialises in the caller's thread. Behind the
 queue, the exporter's caller only ever appends to a deque. One worker keeps events in order
 (a run's START is always sent before its COMPLETE). When the queue is full the newest
-events are dropped and counted; nothing raises.
+events are dropped and counted; nothing raises. With a spool directory
+(``OTEL_SQLA_LINEAGE_SPOOL_DIR``), :class:`SpooledDelivery` puts a bounded on-disk spool
+between the queue and the sink, so what the backend refuses is kept and retried, across
+restarts (see ``spool.py``).
 
 Where events go (first match wins), as openlineage-python resolves it:
 
@@ -24,6 +27,7 @@ import copy
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -31,6 +35,7 @@ from typing import IO, Any, Protocol
 from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.events import to_json, to_openlineage_event
 from otel_sqla_lineage.settings import LineageSettings
+from otel_sqla_lineage.spool import Position, Spool
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +68,9 @@ class JsonLinesSink:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
+            if self._file.tell() and not _ends_with_newline(self.path):
+                # a process killed mid-write left half a line: keep the next one whole
+                self._file.write("\n")
         self._file.write(to_json(event) + "\n")
 
     def flush(self) -> None:
@@ -73,6 +81,12 @@ class JsonLinesSink:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 class OpenLineageTransportSink:
@@ -257,12 +271,28 @@ class DeliveryQueue:
             return self._cond.wait_for(lambda: self._done_count >= target, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         flushed = self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._worker.join(timeout)
+        self._worker.join(_left(deadline))
         return flushed
+
+    @property
+    def put_count(self) -> int:
+        with self._cond:
+            return self._put_count
+
+    def handed_off(self, target: int, timeout: float | None = None) -> bool:
+        """Waits until the first ``target`` events put were delivered or counted as failed
+        (without a spool nothing is kept for later)."""
+        with self._cond:
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done_count >= target, timeout)
+
+    def stats(self) -> dict[str, int]:
+        return {}
 
     def _run(self) -> None:
         while True:
@@ -307,3 +337,258 @@ class DeliveryQueue:
             self.sink.close()
         except Exception:
             _log.exception("otel-sqla-lineage: %s failed to close", self.sink.description)
+
+
+CLOSE_GRACE_SECONDS = 5.0
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class SpooledDelivery:
+    """Like :class:`DeliveryQueue`, with a :class:`~otel_sqla_lineage.spool.Spool` between
+    the queue and the sink: a *spooler* thread writes every event to disk, a *sender*
+    thread delivers from the spool's head and retries with backoff while the backend is
+    down, slow or failing, so nothing it refuses is lost and order is kept (strictly FIFO:
+    a run's START before its COMPLETE). ``put_many`` still only appends to a bounded deque;
+    a sink that hangs fills the spool (bounded, drops counted), never memory.
+
+    What a previous process left in the spool is delivered first.
+    """
+
+    def __init__(
+        self,
+        sink: EventSink,
+        spool: Spool,
+        max_events: int,
+        *,
+        tick: Callable[[], Iterable[Event]] | None = None,
+        tick_interval: float = 1.0,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+        batch: int = 100,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.max_events = max_events
+        self._tick = tick
+        self._tick_interval = tick_interval
+        self._retry_initial = retry_initial_seconds
+        self._retry_max = retry_max_seconds
+        self._batch = batch
+        self._queue: collections.deque[Event] = collections.deque()
+        self._cond = threading.Condition()
+        self._spool_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._put_count = 0
+        self._done_count = 0  # taken by the spooler: written, or dropped when full
+        self._inflight = 0
+        self._appended = spool.pending  # records ever in the spool (this process's view)
+        self._consumed = 0  # records the sender is past (delivered, or unreadable)
+        self._backing_off = False
+        self._closing = False
+        self._closed = False
+        self.delivered = 0
+        self.dropped = 0
+        self.failed = 0
+        if spool.pending:
+            _log.warning(
+                "otel-sqla-lineage: %d event(s) left in the spool %s by an earlier run; "
+                "delivering them first", spool.pending, spool.directory)
+        self._spooler = threading.Thread(
+            target=self._spool_loop, name="otel-sqla-lineage-spooler", daemon=True)
+        self._sender = threading.Thread(
+            target=self._send_loop, name="otel-sqla-lineage-sender", daemon=True)
+        self._spooler.start()
+        self._sender.start()
+
+    def put_many(self, events: Iterable[Event]) -> None:
+        with self._cond:
+            for event in events:
+                if self._closing or len(self._queue) + self._inflight >= self.max_events:
+                    self._count_drop("delivery queue full or closed")
+                    continue
+                self._queue.append(event)
+                self._put_count += 1
+            self._cond.notify_all()
+
+    @property
+    def put_count(self) -> int:
+        with self._cond:
+            return self._put_count
+
+    def handed_off(self, target: int, timeout: float | None = None) -> bool:
+        """Waits until the first ``target`` events put are on disk (or counted as
+        dropped): from then on a crash of this process no longer loses them."""
+        with self._cond:
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._done_count >= target, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until what was put before is on disk and then delivered, or the backend
+        is failing (then it stays spooled, safe). False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._put_count
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: self._done_count >= target, timeout):
+                return False
+            appended = self._appended
+            return self._cond.wait_for(
+                lambda: self._consumed >= appended or self._backing_off or self._closed,
+                _left(deadline))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Waits (within ``timeout``) until everything is on disk, then at most
+        ``CLOSE_GRACE_SECONDS`` more for the backend: what it has not taken by then stays
+        spooled for the next start, rather than holding up the application's exit."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._put_count
+        flushed = self.handed_off(target, timeout)
+        if flushed:
+            grace = _left(deadline)
+            self.flush(CLOSE_GRACE_SECONDS if grace is None else min(grace,
+                                                                      CLOSE_GRACE_SECONDS))
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._stop.set()
+        self._spooler.join(_left(deadline))
+        self._sender.join(min(1.0, _left(deadline) or 1.0))
+        with self._spool_lock:
+            if not self._closed:
+                self._closed = True
+                left = self.spool.pending
+                self.spool.close()
+                if left:
+                    _log.warning("otel-sqla-lineage: %d event(s) stay in the spool %s for the "
+                                 "next start", left, self.spool.directory)
+        try:
+            self.sink.close()
+        except Exception:
+            _log.exception("otel-sqla-lineage: %s failed to close", self.sink.description)
+        return flushed
+
+    def stats(self) -> dict[str, int]:
+        with self._spool_lock:
+            return {"spool_pending": self.spool.pending, "spool_bytes": self.spool.bytes,
+                    "spool_corrupt": self.spool.corrupt}
+
+    def _count_drop(self, why: str) -> None:
+        self.dropped += 1
+        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+            _log.warning("otel-sqla-lineage: %s (spool %s, %d bytes max); %d event(s) "
+                         "dropped so far", why, self.spool.directory, self.spool.max_bytes,
+                         self.dropped)
+
+    def _spool_loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._closing:
+                    self._cond.wait(self._tick_interval)
+                batch = list(self._queue)
+                self._queue.clear()
+                self._inflight = len(batch)
+                closing = self._closing
+            if not batch:
+                if closing:
+                    return
+                if self._tick is not None:
+                    try:
+                        self.put_many(self._tick())
+                    except Exception:
+                        _log.exception("otel-sqla-lineage: periodic expiry failed")
+                continue
+            taken = 0
+            try:
+                lines = [to_json(event) for event in batch]
+                with self._spool_lock:
+                    if not self._closed:
+                        taken = self.spool.append(lines)
+            except Exception as exc:
+                _log.warning("otel-sqla-lineage: cannot write to the spool %s (%s: %s)",
+                             self.spool.directory, type(exc).__name__, exc)
+            with self._cond:
+                for _ in range(len(batch) - taken):
+                    self._count_drop("spool full or not writable")
+                self._appended += taken
+                self._done_count += len(batch)
+                self._inflight = 0
+                self._cond.notify_all()
+
+    def _send_loop(self) -> None:
+        delay = self._retry_initial
+        while not self._stop.is_set():
+            with self._spool_lock:
+                if self._closed:
+                    return
+                events, position = self.spool.peek(self._batch)
+                skipped = self.spool.last_skipped
+            if not events:
+                if skipped:
+                    self._commit(position, 0, skipped)
+                with self._cond:
+                    if self._closing:
+                        return
+                    self._cond.wait_for(
+                        lambda: self._appended > self._consumed or self._closing, 0.5)
+                continue
+            sent = 0
+            for event in events:
+                try:
+                    self.sink.emit(event)
+                except Exception as exc:
+                    self.failed += 1
+                    self._note_failure(exc, delay)
+                    break
+                sent += 1
+            if sent == len(events):
+                try:
+                    self.sink.flush()
+                except Exception as exc:
+                    self.failed += 1
+                    self._note_failure(exc, delay)
+                    sent = -1
+            if sent == len(events):
+                self._commit(position, sent, skipped)
+                if self._backing_off:
+                    _log.warning("otel-sqla-lineage: %s is taking events again; %d still "
+                                 "spooled", self.sink.description, self.spool.pending)
+                with self._cond:
+                    self._backing_off = False
+                    self._cond.notify_all()
+                delay = self._retry_initial
+                continue
+            # deliver the events before the failure for good; retry the rest later
+            if sent > 0:
+                with self._spool_lock:
+                    if self._closed:
+                        return
+                    partial, at = self.spool.peek(sent)
+                    skipped = self.spool.last_skipped
+                self._commit(at, len(partial), skipped)
+            with self._cond:
+                self._backing_off = True
+                self._cond.notify_all()
+            self._stop.wait(delay)
+            delay = min(self._retry_max, delay * 2)
+
+    def _commit(self, position: Position, delivered: int, skipped: int) -> None:
+        with self._spool_lock:
+            if self._closed:
+                return
+            self.spool.commit(position, delivered)
+        self.delivered += delivered
+        with self._cond:
+            self._consumed += delivered + skipped
+            self._cond.notify_all()
+
+    def _note_failure(self, exc: Exception, delay: float) -> None:
+        if self.failed in (1, 10, 100) or self.failed % 1000 == 0 or not self._backing_off:
+            _log.warning(
+                "otel-sqla-lineage: %s failed to take an event (%s: %s); keeping events in "
+                "the spool %s (%d pending), retrying in %.1fs; %d failed attempt(s) so far",
+                self.sink.description, type(exc).__name__, exc, self.spool.directory,
+                self.spool.pending, delay, self.failed)

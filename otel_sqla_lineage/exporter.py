@@ -40,6 +40,8 @@ class OpenLineageSpanExporter(SpanExporter):
         buffer_max_spans: int | None = None,
         buffer_timeout_seconds: float | None = None,
         queue_max_events: int | None = None,
+        spool_dir: str | None = None,
+        spool_max_bytes: int | None = None,
         settings: LineageSettings | None = None,
         sink: EventSink | None = None,
     ) -> None:
@@ -50,6 +52,8 @@ class OpenLineageSpanExporter(SpanExporter):
             "buffer_max_spans": buffer_max_spans,
             "buffer_timeout_seconds": buffer_timeout_seconds,
             "queue_max_events": queue_max_events,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
         }
         self.settings = settings or LineageSettings.from_env(**overrides)
         self._pipeline = LineagePipeline(

@@ -11,19 +11,33 @@ from typing import Any
 
 from otel_sqla_lineage.assemble import RunAssembler
 from otel_sqla_lineage.convert import Converter
-from otel_sqla_lineage.delivery import DeliveryQueue, EventSink
+from otel_sqla_lineage.delivery import DeliveryQueue, EventSink, SpooledDelivery
+from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
+from otel_sqla_lineage.spool import Spool
 
 _log = logging.getLogger(__name__)
 
 
 class LineagePipeline:
-    def __init__(self, settings: LineageSettings, sink: EventSink) -> None:
+    """``spool_required``: a spool directory that cannot be used is a ConfigError (the
+    collector_exporter refuses to start); otherwise it is logged and delivery goes on
+    without a spool, since an instrumented app must not fail because of its lineage."""
+
+    def __init__(
+        self, settings: LineageSettings, sink: EventSink, *, spool_required: bool = False
+    ) -> None:
         self.settings = settings
         self._assembler = RunAssembler(Converter(settings))
         self._lock = threading.Lock()
-        self._delivery = DeliveryQueue(sink, settings.queue_max_events, tick=self._expire)
+        self._delivery: DeliveryQueue | SpooledDelivery
+        spool = _open_spool(settings, required=spool_required)
+        if spool is None:
+            self._delivery = DeliveryQueue(sink, settings.queue_max_events, tick=self._expire)
+        else:
+            self._delivery = SpooledDelivery(sink, spool, settings.queue_max_events,
+                                             tick=self._expire)
 
     @property
     def sink(self) -> EventSink:
@@ -47,8 +61,10 @@ class LineagePipeline:
         return failures
 
     def _expire(self) -> list[dict[str, Any]]:
+        # queued under the lock, so put_count never misses events the assembler let go
         with self._lock:
-            return self._assembler.expire()
+            self._delivery.put_many(self._assembler.expire())
+        return []
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -59,7 +75,35 @@ class LineagePipeline:
             dropped=self._delivery.dropped,
             failed=self._delivery.failed,
         )
+        out.update(self._delivery.stats())
         return out
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return self._assembler.held
+
+    @property
+    def put_count(self) -> int:
+        """Events handed to delivery so far (a mark for :meth:`handed_off`). Exact only
+        while no :meth:`add` runs (collector_exporter holds its request-log lock)."""
+        with self._lock:
+            return self._delivery.put_count
+
+    def held_traces(self) -> set[int]:
+        with self._lock:
+            return self._assembler.held_traces()
+
+    def handed_off(self, target: int, timeout: float | None = None) -> bool:
+        """True once the first ``target`` events are spooled on disk (delivered or counted
+        as failed without a spool, dropped if it was full): this process may then die
+        without losing them."""
+        return self._delivery.handed_off(target, timeout)
+
+    def release_held(self) -> None:
+        """Emit every held run now, without waiting for delivery."""
+        with self._lock:
+            self._delivery.put_many(self._assembler.drain())
 
     def flush(self, timeout: float | None = None) -> bool:
         """Emit every held run and statement, and wait until the sink has them."""
@@ -69,6 +113,22 @@ class LineagePipeline:
         return self._delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        flushed = self.flush(timeout)
-        self._delivery.close(timeout)
-        return flushed
+        """Emit every held run; the delivery then waits for the sink within ``timeout``
+        (with a spool: until everything is on disk, plus a short grace for the sink)."""
+        with self._lock:
+            events = self._assembler.drain()
+        self._delivery.put_many(events)
+        return self._delivery.close(timeout)
+
+
+def _open_spool(settings: LineageSettings, *, required: bool) -> Spool | None:
+    if settings.spool_dir is None:
+        return None
+    try:
+        return Spool(settings.spool_dir, settings.spool_max_bytes)
+    except ConfigError as exc:
+        if required:
+            raise
+        _log.error("otel-sqla-lineage: %s; delivering without a spool (events the backend "
+                   "refuses are counted as failed, not kept)", exc)
+        return None

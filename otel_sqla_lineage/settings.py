@@ -29,6 +29,8 @@ ENV_QUEUE_MAX_EVENTS: Final = "OTEL_SQLA_LINEAGE_QUEUE_MAX_EVENTS"
 ENV_DEFAULT_FILE: Final = "OTEL_SQLA_LINEAGE_FILE"
 ENV_SCHEMA_MAX_COLUMNS: Final = "OTEL_SQLA_LINEAGE_SCHEMA_MAX_COLUMNS"
 ENV_EMIT_SCHEMA_AT_START: Final = "OTEL_SQLA_LINEAGE_EMIT_SCHEMA_AT_START"
+ENV_SPOOL_DIR: Final = "OTEL_SQLA_LINEAGE_SPOOL_DIR"
+ENV_SPOOL_MAX_BYTES: Final = "OTEL_SQLA_LINEAGE_SPOOL_MAX_BYTES"
 
 DEFAULT_FILE: Final = "openlineage_events.jsonl"
 
@@ -52,6 +54,10 @@ class LineageSettings:
     # The instrumentor sends a DatasetEvent per mapped table once per engine, at start
     # (otel_sqla_lineage.schema_at_start).
     emit_schema_at_start: bool = False
+    # On-disk spool for events the backend has not taken (outage, restart); None: no
+    # spool, events the backend refuses are counted and logged as failed.
+    spool_dir: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -61,6 +67,9 @@ class LineageSettings:
         for name in ("buffer_max_spans", "queue_max_events", "schema_max_columns"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        if self.spool_max_bytes < 4096:
+            raise ConfigError(
+                f"spool_max_bytes must be at least 4096, not {self.spool_max_bytes!r}")
         if self.buffer_timeout_seconds <= 0:
             raise ConfigError("buffer_timeout_seconds must be positive")
 
@@ -81,6 +90,8 @@ class LineageSettings:
         _read(env, ENV_DEFAULT_FILE, "default_file", str, values)
         _read(env, ENV_SCHEMA_MAX_COLUMNS, "schema_max_columns", int, values)
         _read(env, ENV_EMIT_SCHEMA_AT_START, "emit_schema_at_start", _boolean, values)
+        _read(env, ENV_SPOOL_DIR, "spool_dir", str, values)
+        _read(env, ENV_SPOOL_MAX_BYTES, "spool_max_bytes", int, values)
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in known:

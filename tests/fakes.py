@@ -3,6 +3,7 @@ talks to real parts."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,3 +72,53 @@ def fake_lineage_backend_returning(status: int) -> Iterator[tuple[str, list[byte
     finally:
         server.shutdown()
         server.server_close()
+
+
+class SwitchableBackend:
+    """A fake OpenLineage HTTP endpoint whose answer can be changed while it runs: ``status``
+    5xx (the backend failing), ``hang`` (it takes requests and never answers), or 200 (it
+    is back). ``accepted`` holds the events it answered 2xx for, in arrival order."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.hang = False
+        self.accepted: list[dict[str, Any]] = []
+        self.refused = 0
+        self._released = threading.Event()
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if backend.hang:
+                    backend._released.wait(60)
+                status = backend.status
+                if 200 <= status < 300:
+                    backend.accepted.append(json.loads(body))
+                else:
+                    backend.refused += 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def switchable_lineage_backend(status: int = 200) -> Iterator[SwitchableBackend]:
+    backend = SwitchableBackend(status)
+    try:
+        yield backend
+    finally:
+        backend.close()

@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_instrumentor.py", "c/b"),
         ("bench_converter.py", "spans/s"),
         ("bench_sampling.py", "O/S"),
+        ("bench_host_safety.py", "lat/healthy"),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(script: str, expected: str) -> None:

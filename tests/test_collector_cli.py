@@ -118,7 +118,8 @@ def test_help_lists_every_option(command: str) -> None:
     for option in ("--listen", "--granularity", "--namespace", "--trace-ui-url", "--max-spans",
                    "--max-age", "--queue-max-events", "--openlineage-config", "--events-file",
                    "--tls-cert", "--tls-key", "--bearer-token-file", "--max-message-bytes",
-                   "--metrics-listen", "--stats-interval", "--log-level"):
+                   "--metrics-listen", "--stats-interval", "--log-level", "--spool-dir",
+                   "--spool-max-bytes", "--no-spool"):
         assert option in result.stdout, option
     assert "OPENLINEAGE_URL" in result.stdout  # says where lineage goes
 

@@ -1,0 +1,253 @@
+"""A bounded on-disk FIFO of lineage events: what the backend has not taken yet survives a
+backend outage and a restart of the process.
+
+Why on disk and not a bigger queue: lineage is an audit trail, so an outage of the
+OpenLineage backend (a Marquez restart) or of our own process must not punch holes in it,
+and memory must stay bounded whatever the outage's length.
+
+Layout of the directory (one process at a time, enforced with ``flock`` on ``lock``)::
+
+    00000000000000000001.jsonl   segments: one event per line, exactly to_json(event)
+    00000000000000000002.jsonl   (append-only; a new segment past the roll size)
+    cursor                       "<segment> <offset>": the first event not yet delivered
+
+A line is appended with one ``write`` and is visible to the OS at once, so ``kill -9``
+loses nothing written; a torn last line (a crash mid-write) is cut off on open. ``fsync``
+happens when a segment is closed and on :meth:`close`, not per event: a power loss may
+lose the last segment's tail. The bound counts every byte of the segment files, so an
+append that would pass ``max_bytes`` is refused (the caller counts and logs the drop).
+
+Delivery is at least once: the cursor moves after an event was delivered, so a crash in
+between sends it again on the next start (same runId and eventType).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otel_sqla_lineage.errors import ConfigError
+
+_log = logging.getLogger(__name__)
+
+_SUFFIX = ".jsonl"
+_MIN_ROLL = 4096
+_MAX_ROLL = 16 * 1024 * 1024
+
+
+class SpoolInUse(ConfigError):
+    """Another process holds the spool directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    segment: int
+    offset: int
+
+
+class Spool:
+    """Append-only segments + a cursor. Not thread-safe: one writer thread appends, one
+    reader thread reads and commits; callers serialise with a lock of their own."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        if max_bytes < _MIN_ROLL:
+            raise ConfigError(f"spool max bytes must be at least {_MIN_ROLL}, not {max_bytes}")
+        self.directory = Path(directory).absolute()
+        self.max_bytes = max_bytes
+        self._roll_bytes = max(_MIN_ROLL, min(_MAX_ROLL, max_bytes // 8))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot use spool directory {self.directory}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise SpoolInUse(
+                f"spool directory {self.directory} is in use by another process"
+            ) from exc
+        self._sizes: dict[int, int] = {}
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            if path.stem.isdigit():
+                self._sizes[int(path.stem)] = self._cut_torn_tail(path)
+        self._cursor = self._read_cursor()
+        for segment in [s for s in self._sizes if s < self._cursor.segment]:
+            self._delete(segment)
+        self._write_segment = max(self._sizes, default=self._cursor.segment)
+        self._write_fd: int | None = None
+        self._read_file: Any = None
+        self._read_segment = -1
+        self.corrupt = 0
+        self.last_skipped = 0
+        self.pending = self._count_pending()
+
+    # -- sizes -------------------------------------------------------------------------
+
+    @property
+    def bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, lines: list[str]) -> int:
+        """Appends what fits under the bound, in order; returns how many lines it took."""
+        data: list[bytes] = []
+        total = self.bytes
+        for line in lines:
+            encoded = (line + "\n").encode("utf-8")
+            if total + len(encoded) > self.max_bytes:
+                break
+            data.append(encoded)
+            total += len(encoded)
+        taken = 0
+        while taken < len(data):
+            full = self._sizes.get(self._write_segment, 0) >= self._roll_bytes
+            if self._write_fd is None or full:
+                self._roll()
+            room = self._roll_bytes - self._sizes.get(self._write_segment, 0)
+            chunk: list[bytes] = []
+            size = 0
+            while taken + len(chunk) < len(data) and (not chunk or size + len(
+                    data[taken + len(chunk)]) <= room):
+                size += len(data[taken + len(chunk)])
+                chunk.append(data[taken + len(chunk)])
+            assert self._write_fd is not None
+            os.write(self._write_fd, b"".join(chunk))
+            self._sizes[self._write_segment] = self._sizes.get(self._write_segment, 0) + size
+            taken += len(chunk)
+        self.pending += taken
+        return taken
+
+    def _roll(self) -> None:
+        if self._write_fd is not None:
+            os.fsync(self._write_fd)
+            os.close(self._write_fd)
+            self._write_segment += 1
+        elif self._write_segment in self._sizes and self._sizes[self._write_segment] >= \
+                self._roll_bytes:
+            self._write_segment += 1
+        path = self._path(self._write_segment)
+        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes.setdefault(self._write_segment, os.fstat(self._write_fd).st_size)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def peek(self, limit: int) -> tuple[list[dict[str, Any]], Position]:
+        """Up to ``limit`` events from the cursor on, and where the cursor goes once they
+        are delivered. Lines that are not JSON objects are skipped and counted."""
+        events: list[dict[str, Any]] = []
+        position = self._cursor
+        self.last_skipped = 0
+        for segment in sorted(s for s in self._sizes if s >= position.segment):
+            if segment != position.segment:
+                position = Position(segment, 0)
+            handle = self._reader(segment)
+            handle.seek(position.offset)
+            while len(events) < limit:
+                raw = handle.readline()
+                if not raw.endswith(b"\n"):
+                    break  # the end of what was written (or a line being written)
+                position = Position(segment, position.offset + len(raw))
+                try:
+                    event = json.loads(raw)
+                    if not isinstance(event, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as exc:
+                    self.corrupt += 1
+                    self.last_skipped += 1
+                    _log.warning("otel-sqla-lineage: spool %s: unreadable line skipped (%s)",
+                                 self._path(segment), exc)
+                    continue
+                events.append(event)
+            if len(events) >= limit or position.offset < self._sizes[segment]:
+                break
+        return events, position
+
+    def commit(self, position: Position, delivered: int) -> None:
+        """Moves the cursor (after the events up to ``position`` were delivered) and
+        deletes the segments wholly behind it."""
+        self._cursor = position
+        self.pending = max(0, self.pending - delivered - self.last_skipped)
+        tmp = self.directory / "cursor.tmp"
+        tmp.write_text(f"{position.segment} {position.offset}\n", encoding="ascii")
+        os.replace(tmp, self.directory / "cursor")
+        for segment in [s for s in self._sizes if s < position.segment]:
+            self._delete(segment)
+        if position.segment == self._write_segment and self._write_fd is not None and \
+                position.offset >= self._sizes.get(position.segment, 0) >= self._roll_bytes:
+            self._roll()  # the next append starts a new segment; this one can go
+            self._delete(position.segment)
+            self._cursor = Position(self._write_segment, 0)
+
+    def close(self) -> None:
+        if self._write_fd is not None:
+            os.fsync(self._write_fd)
+            os.close(self._write_fd)
+            self._write_fd = None
+        if self._read_file is not None:
+            self._read_file.close()
+            self._read_file = None
+        os.close(self._lock_fd)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"{segment:020d}{_SUFFIX}"
+
+    def _reader(self, segment: int) -> Any:
+        if self._read_segment != segment:
+            if self._read_file is not None:
+                self._read_file.close()
+            self._read_file = self._path(segment).open("rb")
+            self._read_segment = segment
+        return self._read_file
+
+    def _delete(self, segment: int) -> None:
+        if self._read_segment == segment and self._read_file is not None:
+            self._read_file.close()
+            self._read_file = None
+            self._read_segment = -1
+        self._sizes.pop(segment, None)
+        with contextlib.suppress(FileNotFoundError):
+            self._path(segment).unlink()
+
+    def _read_cursor(self) -> Position:
+        try:
+            segment, offset = (self.directory / "cursor").read_text("ascii").split()
+            return Position(int(segment), int(offset))
+        except FileNotFoundError:
+            return Position(min(self._sizes, default=1), 0)
+        except ValueError:
+            _log.warning("otel-sqla-lineage: spool %s: unreadable cursor; delivering the "
+                         "whole spool again", self.directory)
+            return Position(min(self._sizes, default=1), 0)
+
+    @staticmethod
+    def _cut_torn_tail(path: Path) -> int:
+        """A line without its newline is a write the process did not finish: cut it."""
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            _log.warning("otel-sqla-lineage: spool %s: cut an unfinished last line (%d bytes)",
+                         path, len(data) - end)
+            with path.open("r+b") as handle:
+                handle.truncate(end)
+        return end
+
+    def _count_pending(self) -> int:
+        count = 0
+        for segment in sorted(self._sizes):
+            if segment < self._cursor.segment:
+                continue
+            with self._path(segment).open("rb") as handle:
+                if segment == self._cursor.segment:
+                    handle.seek(self._cursor.offset)
+                count += sum(1 for _ in handle)
+        return count

@@ -1,0 +1,135 @@
+"""The lineage path with the real OpenTelemetry Collector (otel-collector-config.yaml) when
+collector_exporter is killed with ``kill -9`` mid-stream and started again: the Collector's
+``retry_on_failure``/``sending_queue`` hold what could not be sent, collector_exporter
+replays what it acknowledged, and every span the Collector accepted from the app ends up
+as lineage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from procs.otlp_tools import (
+    clean_env,
+    free_port,
+    port_open,
+    read_events,
+    request,
+    span,
+    sqlalchemy_statement,
+    stop,
+    wait_for,
+)
+from spanfactory import expected_run_id
+
+pytestmark = [pytest.mark.collector, pytest.mark.subprocess]
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "otel-collector-config.yaml"
+
+
+@pytest.fixture(scope="module")
+def otelcol() -> Path:
+    """The project's Collector build; fails (never skips) with the script's output."""
+    script = ROOT / "scripts" / "provision_otelcol.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"the Collector could not be built by {script}:\n{proc.stderr[-4000:]}",
+                    pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def start_exporter(tmp: Path, port: int, n: int) -> subprocess.Popen[Any]:
+    log = tmp / f"collector_exporter-{n}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector_exporter", "--listen", f"127.0.0.1:{port}",
+             "--events-file", str(tmp / "events.jsonl"), "--spool-dir", str(tmp / "spool")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=clean_env(HOME=str(tmp)))
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"collector_exporter exited:\n{log.read_text()}")
+        return "listening for OTLP traces" in log.read_text()
+
+    wait_for(listening, 60, "collector_exporter listening")
+    return proc
+
+
+def test_collector_exporter_killed_and_restarted_behind_the_collector_loses_nothing(
+    otelcol: Path, tmp_path: Path
+) -> None:
+    lineage_port, grpc_port = free_port(), free_port()
+    exporter = start_exporter(tmp_path, lineage_port, 0)
+    collector_log = tmp_path / "otelcol.log"
+    with collector_log.open("w") as out:
+        collector = subprocess.Popen(
+            [str(otelcol), "--config", str(CONFIG)], stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env=clean_env(
+                HOME=str(tmp_path), OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
+                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
+                OTELCOL_METRICS_PORT=str(free_port()),
+                LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
+                JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}"))
+    accepted: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def app() -> None:
+        """An app's OTLP exporter: one trace per request, a few hundred per second."""
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            k = 0
+            while not done.is_set():
+                k += 1
+                trace_id = 0x7000 << 64 | k
+                try:
+                    stub.Export(request([
+                        sqlalchemy_statement(0x11, 0x22, operation="INSERT",
+                                             written=("loans",), trace_id=trace_id),
+                        span(0x22, "checkout", trace_id=trace_id)]), timeout=10)
+                    accepted.append((trace_id, 0x22))
+                except grpc.RpcError:
+                    pass  # not accepted: not promised
+                time.sleep(0.003)
+
+    try:
+        wait_for(lambda: port_open(grpc_port), 60, "the Collector's OTLP receiver")
+        sender = threading.Thread(target=app, daemon=True)
+        sender.start()
+        wait_for(lambda: len(read_events(tmp_path / "events.jsonl")) > 100, 60,
+                 "lineage flowing")
+        exporter.kill()
+        assert exporter.wait(10) == -9
+        time.sleep(2)  # the Collector keeps accepting, queueing and retrying meanwhile
+        exporter = start_exporter(tmp_path, lineage_port, 1)
+        time.sleep(2)
+        done.set()
+        sender.join(30)
+        expected = {expected_run_id(*ack) for ack in accepted}
+
+        def all_there() -> bool:
+            runs = {e["run"]["runId"] for e in read_events(tmp_path / "events.jsonl")
+                    if e["eventType"] == "COMPLETE"}
+            return expected <= runs
+
+        wait_for(all_there, 90, "every accepted trace's run; Collector log tail:\n"
+                 + collector_log.read_text()[-2000:], interval=0.5)
+    finally:
+        stop(collector, 20)
+        stop(exporter, 30)
+    events = read_events(tmp_path / "events.jsonl")
+    types: dict[str, list[str]] = {}
+    for event in events:
+        types.setdefault(event["run"]["runId"], []).append(event["eventType"])
+    assert all(types[run][:2] == ["START", "COMPLETE"] for run in expected)
+    assert len(accepted) > 200
+    assert "Will retry" in collector_log.read_text()  # the outage was met and ridden out
+    print(f"\n{len(accepted)} traces accepted by the Collector, {len(expected)} runs, all "
+          f"delivered; {sum(len(t) // 2 - 1 for t in types.values())} sent twice")
