@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.sampling import (
@@ -48,6 +49,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from otel_sqla_lineage.light_statements import LIGHT_PATH, LightStatement, set_light, take_mark
+from otel_sqla_lineage.spans import SpanView
 
 if TYPE_CHECKING:
     from otel_sqla_lineage.exporter import OpenLineageSpanExporter
@@ -75,6 +79,7 @@ class LineageSampler(Sampler):
         if not isinstance(delegate, Sampler):
             raise TypeError(f"LineageSampler wraps a Sampler, not {type(delegate).__name__}")
         self.delegate = delegate
+        LIGHT_PATH.active = True
 
     def should_sample(
         self,
@@ -89,8 +94,16 @@ class LineageSampler(Sampler):
         result = self.delegate.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
+        # a SQLAlchemy statement's span (the instrumentor marked it) of a dropped trace
+        # stays dropped when lineage can have it without a recorded span
+        mark = take_mark()
         if result.decision is not Decision.DROP:
             return result
+        if type(mark) is str:
+            light = _light_statement(mark, parent_context, trace_id)
+            if light is not None:
+                set_light(light)
+                return result
         # same attributes and trace state: only "recorded" changes, never "sampled"
         return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
 
@@ -114,6 +127,11 @@ class UnsampledSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
 
+    def feed_view(self, view: SpanView) -> None:
+        """A sampled-out statement that was never recorded (see
+        :mod:`otel_sqla_lineage.light_statements`), already as the exporter's view."""
+        self.exporter.add_views((view,))
+
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
         if context is None or context.trace_flags.sampled:
@@ -128,6 +146,44 @@ class UnsampledSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def _light_statement(
+    statement: str, parent_context: Context | None, trace_id: int
+) -> LightStatement | None:
+    """The light path's start, when the statement's parent is a recorded span of this
+    unsampled trace whose provider feeds unsampled spans to lineage; else None."""
+    parent = trace.get_current_span(parent_context)
+    if not isinstance(parent, Span) or not parent.is_recording():
+        return None
+    context = parent.get_span_context()
+    if context.trace_id != trace_id or context.trace_flags.sampled:
+        return None
+    feeds = _feeds_of(parent)
+    if not feeds:
+        return None
+    resource = parent.resource
+    return LightStatement(statement, context, resource.attributes, feeds)
+
+
+# (the provider's processor tuple, its UnsampledSpanProcessors' feeds); replaced whole
+_last_feeds: tuple[object, tuple[Any, ...]] | None = None
+
+
+def _feeds_of(span: Span) -> tuple[Any, ...]:
+    # The SDK has no public way from a span to its provider's processors: its span keeps
+    # the provider's multi-processor, which holds a tuple replaced on every
+    # add_span_processor (stable since SDK 1.0). Anything else: no light path.
+    global _last_feeds
+    processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
+    if not isinstance(processors, tuple):
+        return ()
+    last = _last_feeds
+    if last is not None and last[0] is processors:
+        return last[1]
+    feeds = tuple(p.feed_view for p in processors if isinstance(p, UnsampledSpanProcessor))
+    _last_feeds = (processors, feeds)
+    return feeds
 
 
 # -- OTEL_TRACES_SAMPLER entry points ----------------------------------------------------
