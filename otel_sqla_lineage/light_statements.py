@@ -14,6 +14,8 @@ SQLAlchemy's greenlets share with their task):
    unsampled trace and its provider has an ``UnsampledSpanProcessor``, it keeps the DROP
    (the SDK still gives the ``NonRecordingSpan`` its own span id) and leaves a
    :class:`LightStatement` in the mark. In any other case it records the span as before.
+   Spans started while the statement runs (a DB-API instrumentation's: upstream does not
+   make its span current, so theirs are the enclosing span's children) leave it in place.
 3. At ``after_cursor_execute`` / ``handle_error`` the instrumentor takes the mark back
    and, for a non-recording span with a :class:`LightStatement`, computes the attributes
    the recorded span would have carried (the same code) and calls :meth:`LightStatement.feed`,
@@ -109,6 +111,14 @@ _mark: ContextVar[str | LightStatement | None] = ContextVar(
 
 def mark_statement(statement: str) -> None:
     _mark.set(statement)
+
+
+def peek_mark() -> str | LightStatement | None:
+    return _mark.get()
+
+
+def clear_mark() -> None:
+    _mark.set(None)
 
 
 def take_mark() -> str | LightStatement | None:

@@ -50,7 +50,13 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-from otel_sqla_lineage.light_statements import LIGHT_PATH, LightStatement, set_light, take_mark
+from otel_sqla_lineage.light_statements import (
+    LIGHT_PATH,
+    LightStatement,
+    clear_mark,
+    peek_mark,
+    set_light,
+)
 from otel_sqla_lineage.spans import SpanView
 
 if TYPE_CHECKING:
@@ -94,18 +100,24 @@ class LineageSampler(Sampler):
         result = self.delegate.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
-        # a SQLAlchemy statement's span (the instrumentor marked it) of a dropped trace
-        # stays dropped when lineage can have it without a recorded span
-        mark = take_mark()
+        # the first span after the instrumentor's mark is its statement's; a light mark
+        # stays until the statement ends (a DB-API instrumentation's span may start first)
+        mark = peek_mark()
+        if type(mark) is str:
+            clear_mark()
         if result.decision is not Decision.DROP:
             return result
         if type(mark) is str:
+            # of a dropped trace: it stays dropped if lineage can have it without the span
             light = _light_statement(mark, parent_context, trace_id)
             if light is not None:
                 set_light(light)
                 return result
-        # same attributes and trace state: only "recorded" changes, never "sampled"
-        return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+        # only "recorded" changes, never "sampled". The span keeps the attributes it was
+        # started with (the SDK's samplers leave them out of a DROP: nothing to record),
+        # and any the delegate added.
+        kept = {**attributes, **result.attributes} if attributes else result.attributes
+        return SamplingResult(Decision.RECORD_ONLY, kept, result.trace_state)
 
     def get_description(self) -> str:
         return f"LineageSampler{{{self.delegate.get_description()}}}"

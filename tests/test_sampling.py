@@ -212,6 +212,17 @@ def test_lineage_sampler_only_turns_drop_into_record_only(
     assert result.trace_state is not None and result.trace_state.get("vendor") == "x"
 
 
+def test_a_span_recorded_for_lineage_keeps_the_attributes_it_was_started_with() -> None:
+    """The SDK's samplers leave a dropped span's start attributes out of their result (a
+    web framework's http.route, an application's openlineage.parent.id)."""
+    start = {"openlineage.parent.id": "airflow/dag.task/01890000-0000-7000-8000-000000000000"}
+    result = LineageSampler(ALWAYS_OFF).should_sample(None, 1, "span", attributes=start)
+    assert result.decision is Decision.RECORD_ONLY
+    assert dict(result.attributes) == start
+    noted = LineageSampler(_Fixed(Decision.DROP)).should_sample(None, 1, "s", attributes=start)
+    assert dict(noted.attributes) == {**start, "sampler.note": "kept"}
+
+
 def test_lineage_sampler_describes_what_it_wraps() -> None:
     sampler = LineageSampler(ParentBased(TraceIdRatioBased(0.25)))
     assert sampler.get_description().startswith("LineageSampler{ParentBased{root:TraceIdRatio")
@@ -342,11 +353,13 @@ class RecordedSpans(SpanProcessor):
 
     def __init__(self) -> None:
         self.names: list[str] = []
-        self.statements_in_spans = 0  # statement spans with a parent span
+        self.statements_in_spans = 0  # SQLAlchemy statement spans with a parent span
 
     def on_end(self, span: ReadableSpan) -> None:
         self.names.append(span.name)
-        if "db.statement" in (span.attributes or {}) and span.parent is not None:
+        scope = span.instrumentation_scope
+        if (scope is not None and scope.name == "opentelemetry.instrumentation.sqlalchemy"
+                and "db.statement" in (span.attributes or {}) and span.parent is not None):
             self.statements_in_spans += 1
 
 
@@ -362,9 +375,12 @@ def mixed_workload(engine: sa.engine.Engine, tracer: trace.Tracer) -> None:
 
 
 def lineage_of_workload(
-    url: str, sampler: Sampler, granularity: str, events_file: Path, **engine_args: Any
+    url: str, sampler: Sampler, granularity: str, events_file: Path, dbapi_spans: bool,
+    **engine_args: Any,
 ) -> tuple[list[dict[str, Any]], RecordedSpans, int]:
-    """(lineage events, the recorded spans, how many spans the trace exporter got)."""
+    """(lineage events, the recorded spans, how many spans the trace exporter got).
+    ``dbapi_spans``: a span per statement as a DB-API instrumentation makes one, started
+    after the statement's (inside the driver call; here, just after upstream's listener)."""
     traces = InMemorySpanExporter()
     recorded = RecordedSpans()
     lineage = OpenLineageSpanExporter(sink=JsonLinesSink(events_file), trace_ui_url=JAEGER,
@@ -378,9 +394,17 @@ def lineage_of_workload(
     instrumentor = SQLAlchemyLineageInstrumentor()
     instrumentor.instrument(tracer_provider=provider, granularity=granularity)
     engine = sa.create_engine(url, **engine_args)
+    tracer = provider.get_tracer("billing")
+    if dbapi_spans:
+        def dbapi_span(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            with tracer.start_as_current_span(
+                    "dbapi", kind=trace.SpanKind.CLIENT,
+                    attributes={"db.system": "sqlite", "db.statement": statement}):
+                pass
+        sa.event.listen(engine, "before_cursor_execute", dbapi_span)
     try:
         METADATA.drop_all(engine)
-        mixed_workload(engine, provider.get_tracer("billing"))
+        mixed_workload(engine, tracer)
         METADATA.drop_all(engine)
     finally:
         engine.dispose()
@@ -404,14 +428,14 @@ def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def check_same_lineage_sampled_or_not(url: str, tmp_path: Path, granularity: str,
-                                      **engine_args: Any) -> None:
+                                      dbapi_spans: bool = False, **engine_args: Any) -> None:
     sampled, sampled_spans, exported = lineage_of_workload(
-        url, ALWAYS_ON, granularity, tmp_path / "sampled.jsonl", **engine_args)
+        url, ALWAYS_ON, granularity, tmp_path / "sampled.jsonl", dbapi_spans, **engine_args)
     assert exported == len(sampled_spans.names) > 0
     assert sampled_spans.statements_in_spans >= 12 * 3 + 1  # the jobs' statements
     unsampled, recorded, exported = lineage_of_workload(
         url, LineageSampler(ALWAYS_OFF), granularity, tmp_path / "unsampled.jsonl",
-        **engine_args)
+        dbapi_spans, **engine_args)
 
     # the light path was taken: statements in a span were never recorded, let alone
     # exported; the jobs' spans were (RECORD_ONLY)
@@ -428,12 +452,14 @@ def check_same_lineage_sampled_or_not(url: str, tmp_path: Path, granularity: str
         validate_event(event)
 
 
-@pytest.mark.parametrize("granularity", ["job", "statement"])
+@pytest.mark.parametrize(("granularity", "dbapi_spans"), [
+    ("job", False), ("statement", False), ("job", True),
+])
 def test_sampled_out_statements_give_the_same_lineage_without_being_recorded(
-    tmp_path: Path, granularity: str
+    tmp_path: Path, granularity: str, dbapi_spans: bool
 ) -> None:
     check_same_lineage_sampled_or_not(f"sqlite:///{tmp_path / 'billing.db'}", tmp_path,
-                                      granularity)
+                                      granularity, dbapi_spans)
 
 
 def test_sampled_out_statements_give_the_same_lineage_on_postgresql(
@@ -548,3 +574,4 @@ def test_concurrent_asyncio_jobs_keep_their_statements_apart(tmp_path: Path) -> 
     for complete in completes.values():
         assert [d["name"] for d in complete["inputs"]] == ["orders"]
         assert [d["name"] for d in complete["outputs"]] == ["order_totals", "orders"]
+
