@@ -12,6 +12,14 @@ without changing what tracing backends receive:
   lineage exporter, which the SDK's export processors never show them to. Sampled spans
   are left to the exporter's own BatchSpanProcessor, so nothing is fed twice.
 
+SQLAlchemy statement spans, most of the spans and most of the cost, are the exception:
+in a sampled-out trace, under a recorded span, with an ``UnsampledSpanProcessor`` on the
+provider, they stay dropped (a ``NonRecordingSpan``, which still has its span id), and
+``SQLAlchemyLineageInstrumentor`` gives the lineage exporter the very view the recorded
+span would have given (see :mod:`otel_sqla_lineage.light_statements`). Same runs, same
+events; about half the CPU of recording them (README, "What recording sampled-out spans
+costs").
+
 In code::
 
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -68,10 +76,12 @@ _log = logging.getLogger(__name__)
 class LineageSampler(Sampler):
     """Your sampler's decision for tracing backends; every span recorded for lineage.
 
-    Every DROP becomes RECORD_ONLY, whatever the span: at sampling time a span has no
-    attributes yet (SQLAlchemy statement spans start bare) and nobody knows whether it
-    will enclose statements, and a run without its enclosing span loses its job name and
-    waits ``buffer_timeout_seconds``. Not even upstream SQLAlchemy instrumentation's
+    A DROP becomes RECORD_ONLY, whatever the span: at sampling time nobody knows whether a
+    span will enclose statements, and a run without its enclosing span loses its job name
+    and waits ``buffer_timeout_seconds``. The one exception is a SQLAlchemy statement's
+    own span, which upstream starts bare (so its name and attributes cannot tell) but our
+    instrumentor marks just before: when lineage can have it without recording (see the
+    module's docstring), its DROP stands. Not even upstream SQLAlchemy instrumentation's
     ``connect`` span is left out: a pool's first connection runs the dialect's own
     statements inside it, and without it those would wait, then be runs of their own.
 
