@@ -18,6 +18,8 @@ How it fits together:
 * Lineage is derived once per compiled statement (or SQL text) and cached; the
   per-statement cost is a cache lookup and one ``set_attributes`` call. A failure is logged
   once per statement shape and never reaches the application.
+* Under ``LineageSampler``, a statement of a sampled-out trace has no recorded span: the
+  same attributes go to lineage as a span view instead (:mod:`otel_sqla_lineage.light_statements`).
 """
 
 from __future__ import annotations
