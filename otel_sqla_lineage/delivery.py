@@ -225,11 +225,17 @@ class DeliveryQueue:
         *,
         tick: Callable[[], Iterable[Event]] | None = None,
         tick_interval: float = 1.0,
+        linger: float = 0.05,
     ) -> None:
         self.sink = sink
         self.max_events = max_events
         self._tick = tick
         self._tick_interval = tick_interval
+        # Woken by a put, the worker waits this long (unless flushed, closed or half full)
+        # for more: sampled-out runs arrive one by one on the app's thread, and a wake-up
+        # plus a sink flush per run cost more CPU than converting the run.
+        self._linger = linger
+        self._wakeup_pending = False
         self._queue: collections.deque[Event] = collections.deque()
         self._cond = threading.Condition()
         self._put_count = 0
@@ -261,7 +267,11 @@ class DeliveryQueue:
                 self._queue.append(event)
                 self._put_count += 1
                 added += 1
-            if added:  # waking the worker for nothing costs every span a context switch
+            # waking the worker for nothing costs every span a context switch; once woken
+            # it lingers for more, so only the first put wakes it (or a half-full queue)
+            if added and (not self._wakeup_pending
+                          or len(self._queue) >= self.max_events // 2):
+                self._wakeup_pending = True
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -299,6 +309,10 @@ class DeliveryQueue:
             with self._cond:
                 if not self._queue and not self._closing:
                     self._cond.wait(self._tick_interval)
+                if (self._queue and self._linger > 0 and not self._closing
+                        and len(self._queue) < self.max_events // 2):
+                    self._cond.wait(self._linger)  # flush() and close() notify: no wait
+                self._wakeup_pending = False
                 batch = list(self._queue)
                 self._queue.clear()
                 self._inflight = len(batch)

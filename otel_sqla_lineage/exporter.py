@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otel_sqla_lineage.delivery import EventSink, sink_from_environment
 from otel_sqla_lineage.pipeline import LineagePipeline
 from otel_sqla_lineage.settings import Granularity, LineageSettings
-from otel_sqla_lineage.spans import from_readable_span
+from otel_sqla_lineage.spans import SpanView, from_readable_span
 
 _log = logging.getLogger(__name__)
 
@@ -78,6 +78,11 @@ class OpenLineageSpanExporter(SpanExporter):
                                getattr(span, "name", "?"))
         self._pipeline.add(views)  # logs and skips what it cannot convert; never raises
         return SpanExportResult.SUCCESS
+
+    def add_views(self, views: Sequence[SpanView]) -> None:
+        """Spans already as views (sampled-out statements that were never recorded)."""
+        if not self._shutdown:
+            self._pipeline.add(views)  # logs and skips what it cannot convert; never raises
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Emit every held run and statement, and wait until the transport has them."""

@@ -18,6 +18,8 @@ How it fits together:
 * Lineage is derived once per compiled statement (or SQL text) and cached; the
   per-statement cost is a cache lookup and one ``set_attributes`` call. A failure is logged
   once per statement shape and never reaches the application.
+* Under ``LineageSampler``, a statement of a sampled-out trace has no recorded span: the
+  same attributes go to lineage as a span view instead (:mod:`otel_sqla_lineage.light_statements`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from otel_sqla_lineage import attributes as attr
+from otel_sqla_lineage.light_statements import LIGHT_PATH, LightStatement, mark_statement, take_mark
 from otel_sqla_lineage.naming import DatabaseLocation, default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
@@ -123,6 +126,8 @@ class _StatementHooks:
     ) -> None:
         try:
             info = self._engine_info(conn.engine, conn)
+            if LIGHT_PATH.active:
+                mark_statement(statement)  # for LineageSampler: the next span is a statement's
             if info.upstream_traced or context is None or not is_instrumentation_enabled():
                 return
             self._own_spans[context] = self._start_own_span(statement, conn)
@@ -133,6 +138,7 @@ class _StatementHooks:
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
         executemany: bool,
     ) -> None:
+        light = take_mark() if LIGHT_PATH.active else None
         if context is None:  # DBAPI-level executions some dialects make
             return
         own = self._own_spans.pop(context, None) if self._own_spans else None
@@ -142,6 +148,9 @@ class _StatementHooks:
         try:
             if span.is_recording():
                 self._enrich(span, conn, context, statement, cursor=cursor)
+            elif type(light) is LightStatement:
+                self._feed_light(light, span, conn.engine, conn, context, statement,
+                                 cursor=cursor)
         except Exception:
             self._log_failure(statement)
         finally:
@@ -149,6 +158,7 @@ class _StatementHooks:
                 own.end()
 
     def handle_error(self, exception_context: Any) -> None:
+        light = take_mark() if LIGHT_PATH.active else None
         context = exception_context.execution_context
         if context is None:
             return
@@ -158,7 +168,12 @@ class _StatementHooks:
             return
         statement = exception_context.statement or ""
         try:
-            if span.is_recording():
+            if type(light) is LightStatement and not span.is_recording():
+                message = scrub_error_message(str(exception_context.original_exception))
+                self._feed_light(light, span, exception_context.engine,
+                                 exception_context.connection, context, statement, cursor=None,
+                                 error=message)
+            elif span.is_recording():
                 self._enrich(span, exception_context.connection, context, statement, cursor=None)
                 if own is not None:
                     # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL)
@@ -175,10 +190,36 @@ class _StatementHooks:
     def _enrich(
         self, span: Span, conn: Any, context: Any, statement: str, *, cursor: Any
     ) -> None:
+        # one call: the SDK takes its lock and validates per call
+        span.set_attributes(self._lineage_attributes(
+            conn, context, statement, cursor, span.get_span_context(),
+            getattr(span, "parent", None),
+        ))
+
+    def _feed_light(
+        self, light: LightStatement, span: Span, engine: Any, conn: Any, context: Any,
+        statement: str, *, cursor: Any, error: str | None = None,
+    ) -> None:
+        """Lineage of a statement span LineageSampler dropped: the attributes the recorded
+        span would carry (upstream's that lineage reads, then ours), without the span."""
+        span_context = span.get_span_context()
+        if span_context.trace_id != light.trace_id or span_context.span_id == light.parent.span_id:
+            return  # not the span the sampler saw (a disabled tracer hands out its parent)
+        attributes = _upstream_like_attributes(light.statement, engine.url, engine.dialect.name)
+        attributes.update(
+            self._lineage_attributes(conn, context, statement, cursor, span_context, light.parent)
+        )
+        name = _first_word(light.statement) or "sql"
+        light.feed(span_context.span_id, name, attributes, error)
+
+    def _lineage_attributes(
+        self, conn: Any, context: Any, statement: str, cursor: Any,
+        span_context: trace.SpanContext, parent: trace.SpanContext | None,
+    ) -> dict[str, Any]:
         lineage = self._cache.for_execution(context, statement)
         info = self._engine_info(conn.engine, conn) if conn is not None else None
         attributes = info.attributes_for(lineage) if info is not None else lineage.attributes
-        extra: dict[str, Any] = {attr.OPENLINEAGE_RUN_ID: self._run_id(span)}
+        extra: dict[str, Any] = {attr.OPENLINEAGE_RUN_ID: self._run_id(span_context, parent)}
         if info is not None and lineage.tables:
             described = self._schemas.describe(info.schema_key, lineage, context)
             if described:
@@ -191,14 +232,11 @@ class _StatementHooks:
                 rowcount > 0 or (rowcount == 0 and getattr(cursor, "description", None) is None)
             ):
                 extra[attr.SQLALCHEMY_ROWCOUNT] = rowcount
-        # one call: the SDK takes its lock and validates per call
-        span.set_attributes({**attributes, **extra})
+        return {**attributes, **extra}
 
-    def _run_id(self, span: Span) -> str:
+    def _run_id(self, span_context: trace.SpanContext, parent: trace.SpanContext | None) -> str:
         """The ``openlineage.run.id`` of a statement span; also stamped on its enclosing
         span, so Jaeger leads to the run. The exporter computes the same id."""
-        span_context = span.get_span_context()
-        parent = getattr(span, "parent", None)
         if self._granularity != "job" or parent is None or parent.is_remote:
             return run_id_for(span_context.trace_id, span_context.span_id)
         run_id = run_id_for(span_context.trace_id, parent.span_id)
@@ -267,18 +305,9 @@ class _StatementHooks:
         operation = _first_word(statement)
         span = self._tracer.start_span(operation or "sql", kind=SpanKind.CLIENT)
         if span.is_recording():
-            url = conn.engine.url
-            attributes: dict[str, Any] = {
-                attr.DB_SYSTEM: _db_system(conn.dialect.name),
-                attr.DB_STATEMENT: statement,
-            }
-            if url.database:
-                attributes[attr.DB_NAME] = url.database
-            if url.host:
-                attributes[attr.NET_PEER_NAME] = url.host
-            if url.port:
-                attributes[attr.NET_PEER_PORT] = url.port
-            span.set_attributes(attributes)
+            span.set_attributes(
+                _upstream_like_attributes(statement, conn.engine.url, conn.dialect.name)
+            )
         return span
 
     def _log_failure(self, statement: str) -> None:
@@ -309,6 +338,22 @@ def _db_system(dialect_name: str) -> str:
     if "postgres" in dialect_name:
         return "postgresql"
     return dialect_name
+
+
+def _upstream_like_attributes(statement: str, url: Any, dialect_name: str) -> dict[str, Any]:
+    """Upstream's span attributes that lineage reads (its default, pre-1.26 semantic
+    conventions; the converter reads the newer names alike)."""
+    attributes: dict[str, Any] = {
+        attr.DB_SYSTEM: _db_system(dialect_name),
+        attr.DB_STATEMENT: statement,
+    }
+    if url.database:
+        attributes[attr.DB_NAME] = url.database
+    if url.host:
+        attributes[attr.NET_PEER_NAME] = url.host
+    if url.port:
+        attributes[attr.NET_PEER_PORT] = url.port
+    return attributes
 
 
 def _first_word(statement: str) -> str | None:

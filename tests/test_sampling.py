@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from olspec import validate_event
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
@@ -34,7 +36,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.trace.span import TraceState
-from procs.sampled_jobs import run_jobs
+from procs.sampled_jobs import METADATA, ORDERS, TOTALS, run_jobs
 
 from otel_sqla_lineage import (
     LineageSampler,
@@ -210,6 +212,17 @@ def test_lineage_sampler_only_turns_drop_into_record_only(
     assert result.trace_state is not None and result.trace_state.get("vendor") == "x"
 
 
+def test_a_span_recorded_for_lineage_keeps_the_attributes_it_was_started_with() -> None:
+    """The SDK's samplers leave a dropped span's start attributes out of their result (a
+    web framework's http.route, an application's openlineage.parent.id)."""
+    start = {"openlineage.parent.id": "airflow/dag.task/01890000-0000-7000-8000-000000000000"}
+    result = LineageSampler(ALWAYS_OFF).should_sample(None, 1, "span", attributes=start)
+    assert result.decision is Decision.RECORD_ONLY
+    assert dict(result.attributes) == start
+    noted = LineageSampler(_Fixed(Decision.DROP)).should_sample(None, 1, "s", attributes=start)
+    assert dict(noted.attributes) == {**start, "sampler.note": "kept"}
+
+
 def test_lineage_sampler_describes_what_it_wraps() -> None:
     sampler = LineageSampler(ParentBased(TraceIdRatioBased(0.25)))
     assert sampler.get_description().startswith("LineageSampler{ParentBased{root:TraceIdRatio")
@@ -330,3 +343,235 @@ def test_shipped_tail_sampling_layout_samples_only_the_jaeger_pipeline() -> None
     assert lineage["receivers"] == observability["receivers"] == ["otlp"]
     assert "tail_sampling" not in lineage["processors"]
     assert lineage["exporters"] == ["otlp_grpc/lineage"]
+
+
+# -- sampled-out statements: lineage without recording their spans ----------------------
+
+
+class RecordedSpans(SpanProcessor):
+    """The names of every span the SDK recorded (sampled or not), as they end."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.statements_in_spans = 0  # SQLAlchemy statement spans with a parent span
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.names.append(span.name)
+        scope = span.instrumentation_scope
+        if (scope is not None and scope.name == "opentelemetry.instrumentation.sqlalchemy"
+                and "db.statement" in (span.attributes or {}) and span.parent is not None):
+            self.statements_in_spans += 1
+
+
+def mixed_workload(engine: sa.engine.Engine, tracer: trace.Tracer) -> None:
+    """Jobs that read and write, one job whose statement fails (a FAIL run), and a
+    statement in no job (a run of its own)."""
+    run_jobs(engine, tracer, 12)
+    with (pytest.raises(sa.exc.IntegrityError), tracer.start_as_current_span("settle_orders"),
+          engine.begin() as conn):
+        conn.execute(sa.insert(TOTALS).values(job=3, n=1))  # job 3 has its total
+    with engine.connect() as conn:
+        conn.execute(sa.select(sa.func.count()).select_from(ORDERS)).scalar_one()
+
+
+def lineage_of_workload(
+    url: str, sampler: Sampler, granularity: str, events_file: Path, dbapi_spans: bool,
+    **engine_args: Any,
+) -> tuple[list[dict[str, Any]], RecordedSpans, int]:
+    """(lineage events, the recorded spans, how many spans the trace exporter got).
+    ``dbapi_spans``: a span per statement as a DB-API instrumentation makes one, started
+    after the statement's (inside the driver call; here, just after upstream's listener)."""
+    traces = InMemorySpanExporter()
+    recorded = RecordedSpans()
+    lineage = OpenLineageSpanExporter(sink=JsonLinesSink(events_file), trace_ui_url=JAEGER,
+                                      granularity=granularity)  # type: ignore[arg-type]
+    provider = TracerProvider(sampler=sampler, id_generator=SeededIds(9),
+                              resource=Resource.create({"service.name": "billing"}))
+    provider.add_span_processor(recorded)
+    provider.add_span_processor(BatchSpanProcessor(traces))
+    provider.add_span_processor(BatchSpanProcessor(lineage))
+    provider.add_span_processor(UnsampledSpanProcessor(lineage))
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, granularity=granularity)
+    engine = sa.create_engine(url, **engine_args)
+    tracer = provider.get_tracer("billing")
+    if dbapi_spans:
+        def dbapi_span(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            with tracer.start_as_current_span(
+                    "dbapi", kind=trace.SpanKind.CLIENT,
+                    attributes={"db.system": "sqlite", "db.statement": statement}):
+                pass
+        sa.event.listen(engine, "before_cursor_execute", dbapi_span)
+    try:
+        METADATA.drop_all(engine)
+        mixed_workload(engine, tracer)
+        METADATA.drop_all(engine)
+    finally:
+        engine.dispose()
+        instrumentor.uninstrument()
+        provider.shutdown()
+    return read_events(events_file), recorded, len(traces.get_finished_spans())
+
+
+def comparable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events without what may differ between a sampled and a sampled-out run: event
+    times, and the marker / trace link of the opentelemetry facet."""
+    out = []
+    for original in events:
+        event = json.loads(json.dumps(original))
+        del event["eventTime"]
+        otel = event["run"]["facets"]["opentelemetry"]
+        otel.pop("sampled", None)
+        otel.pop("traceUrl", None)
+        out.append(event)
+    return sorted(out, key=lambda e: json.dumps(e, sort_keys=True))
+
+
+def check_same_lineage_sampled_or_not(url: str, tmp_path: Path, granularity: str,
+                                      dbapi_spans: bool = False, **engine_args: Any) -> None:
+    sampled, sampled_spans, exported = lineage_of_workload(
+        url, ALWAYS_ON, granularity, tmp_path / "sampled.jsonl", dbapi_spans, **engine_args)
+    assert exported == len(sampled_spans.names) > 0
+    assert sampled_spans.statements_in_spans >= 12 * 3 + 1  # the jobs' statements
+    unsampled, recorded, exported = lineage_of_workload(
+        url, LineageSampler(ALWAYS_OFF), granularity, tmp_path / "unsampled.jsonl",
+        dbapi_spans, **engine_args)
+
+    # the light path was taken: statements in a span were never recorded, let alone
+    # exported; the jobs' spans were (RECORD_ONLY)
+    assert exported == 0
+    assert recorded.statements_in_spans == 0
+    assert recorded.names.count("settle_orders") == 13
+
+    assert all(e["run"]["facets"]["opentelemetry"]["sampled"] is False for e in unsampled)
+    assert all("sampled" not in e["run"]["facets"]["opentelemetry"] for e in sampled)
+    assert comparable(unsampled) == comparable(sampled)
+    failed = [e for e in unsampled if e["eventType"] == "FAIL"]
+    assert failed and all("UNIQUE" in json.dumps(e).upper() for e in failed), failed
+    for event in unsampled:
+        validate_event(event)
+
+
+@pytest.mark.parametrize(("granularity", "dbapi_spans"), [
+    ("job", False), ("statement", False), ("job", True),
+])
+def test_sampled_out_statements_give_the_same_lineage_without_being_recorded(
+    tmp_path: Path, granularity: str, dbapi_spans: bool
+) -> None:
+    check_same_lineage_sampled_or_not(f"sqlite:///{tmp_path / 'billing.db'}", tmp_path,
+                                      granularity, dbapi_spans)
+
+
+def test_sampled_out_statements_give_the_same_lineage_on_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    schema = f"sampling_{os.getpid()}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    try:
+        check_same_lineage_sampled_or_not(
+            postgres_url, tmp_path, "job", connect_args={"options": f"-csearch_path={schema}"})
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+class _RecordOnly(Sampler):
+    """A user's own sampler that records without sampling: its decision must stand."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
+def test_without_lineage_sampler_statement_spans_are_recorded_as_before(tmp_path: Path) -> None:
+    LineageSampler(ALWAYS_OFF)  # one exists in the process: the light path is switched on
+    recorded = RecordedSpans()
+    lineage = OpenLineageSpanExporter(sink=JsonLinesSink(tmp_path / "events.jsonl"))
+    provider = TracerProvider(sampler=_RecordOnly(), id_generator=SeededIds(9))
+    provider.add_span_processor(recorded)
+    provider.add_span_processor(UnsampledSpanProcessor(lineage))
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+        run_jobs(engine, provider.get_tracer("billing"), 3)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+        lineage.shutdown()  # no BatchSpanProcessor owns it here
+    assert recorded.names.count("settle_orders") == 3
+    assert len([n for n in recorded.names if n.startswith("INSERT")]) == 6
+    runs = {e["run"]["runId"] for e in read_events(tmp_path / "events.jsonl")
+            if e["job"]["name"].endswith(".settle_orders")}
+    assert len(runs) == 3
+
+
+def test_concurrent_asyncio_jobs_keep_their_statements_apart(tmp_path: Path) -> None:
+    """The statement mark lives in the asyncio task's context (SQLAlchemy's greenlets
+    share it), so jobs of sampled and sampled-out traces interleaving on one event loop
+    neither lose statements nor take each other's."""
+    import asyncio
+
+    from sqlalchemy.ext import asyncio as sa_asyncio
+
+    half = TraceIdRatioBased(0.5)
+    traces = InMemorySpanExporter()
+    recorded = RecordedSpans()
+    events_file = tmp_path / "events.jsonl"
+    lineage = OpenLineageSpanExporter(sink=JsonLinesSink(events_file))
+    provider = TracerProvider(sampler=LineageSampler(ParentBased(half)),
+                              id_generator=SeededIds(9),
+                              resource=Resource.create({"service.name": "billing"}))
+    provider.add_span_processor(recorded)
+    provider.add_span_processor(SimpleSpanProcessor(traces))
+    provider.add_span_processor(BatchSpanProcessor(lineage))
+    provider.add_span_processor(UnsampledSpanProcessor(lineage))
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    tracer = provider.get_tracer("billing")
+    jobs: dict[int, int] = {}  # job number -> trace id
+
+    async def one_job(engine: sa_asyncio.AsyncEngine, number: int) -> None:
+        with tracer.start_as_current_span("settle_orders") as span:
+            jobs[number] = span.get_span_context().trace_id
+            async with engine.begin() as conn:
+                await conn.execute(sa.insert(ORDERS), [{"job": number}, {"job": number}])
+                await asyncio.sleep(0)
+                n = (await conn.execute(sa.select(sa.func.count()).select_from(ORDERS)
+                                        .where(ORDERS.c.job == number))).scalar_one()
+                await asyncio.sleep(0)
+                await conn.execute(sa.insert(TOTALS).values(job=number, n=n))
+
+    async def workload() -> None:
+        engine = sa_asyncio.create_async_engine(
+            f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}", connect_args={"timeout": 30})
+        async with engine.begin() as conn:
+            await conn.run_sync(METADATA.create_all)
+        await asyncio.gather(*(one_job(engine, n) for n in range(24)))
+        await engine.dispose()
+
+    try:
+        asyncio.run(workload())
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+    sampled = {t for t in jobs.values() if half.should_sample(None, t, "x").decision.is_sampled()}
+    assert 0 < len(sampled) < len(jobs)
+    exported = {s.context.trace_id for s in traces.get_finished_spans() if s.context}
+    assert exported & set(jobs.values()) == sampled
+    # sampled traces: 3 statements each, recorded and exported; the others' not recorded
+    assert recorded.statements_in_spans == 3 * len(sampled)
+    completes = {e["run"]["facets"]["opentelemetry"]["traceId"]: e
+                 for e in read_events(events_file)
+                 if e["eventType"] == "COMPLETE" and e["job"]["name"] == "billing.settle_orders"}
+    assert set(completes) == {f"{t:032x}" for t in jobs.values()}
+    for complete in completes.values():
+        assert [d["name"] for d in complete["inputs"]] == ["orders"]
+        assert [d["name"] for d in complete["outputs"]] == ["order_totals", "orders"]
+
