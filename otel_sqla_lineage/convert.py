@@ -25,7 +25,7 @@ from otel_sqla_lineage import events as ev
 from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import Columns, decode_schemas
-from otel_sqla_lineage.scrub import scrub_error_message
+from otel_sqla_lineage.scrub import redact_sql, scrub_error_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 from otel_sqla_lineage.sqltext import parse_sql
@@ -224,7 +224,8 @@ class Converter:
         return (
             tuple(self._dataset(location, t) for t in read),
             tuple(self._dataset(location, t) for t in written),
-            sql[:_MAX_SQL_CHARS] if sql else None,
+            # literals next to password/token columns never reach the sql facet
+            redact_sql(sql)[:_MAX_SQL_CHARS] if sql else None,
             scheme_for(system) if system else None,
             operation,
             integration,

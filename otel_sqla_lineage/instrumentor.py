@@ -42,7 +42,7 @@ from otel_sqla_lineage.naming import default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
-from otel_sqla_lineage.scrub import scrub_error_message
+from otel_sqla_lineage.scrub import redact_sql, scrub_error_message
 from otel_sqla_lineage.settings import Granularity, LineageSettings
 from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__
@@ -153,15 +153,23 @@ class _StatementHooks:
         try:
             if span.is_recording():
                 self._enrich(span, exception_context.connection, context, statement, cursor=None)
-                if own is not None:
-                    # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL)
-                    message = scrub_error_message(str(exception_context.original_exception))
-                    span.set_status(Status(StatusCode.ERROR, message))
+                # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL,
+                # "invalid input syntax for type integer: \"…\""). Upstream's own listener
+                # would set the raw message and end its span: we end it here with ours and
+                # take it off the context, so upstream's listener finds nothing to do.
+                message = scrub_error_message(str(exception_context.original_exception))
+                span.set_status(Status(StatusCode.ERROR, message))
         except Exception:
             self._log_failure(statement)
         finally:
             if own is not None:
                 own.end()
+            elif span.is_recording():
+                span.end()
+                try:
+                    setattr(context, _UPSTREAM_SPAN_ATTR, None)
+                except Exception:  # a context that refuses attributes: upstream ends it
+                    pass
 
     # -- work --------------------------------------------------------------------------
 
@@ -184,6 +192,11 @@ class _StatementHooks:
                 rowcount > 0 or (rowcount == 0 and getattr(cursor, "description", None) is None)
             ):
                 extra[attr.SQLALCHEMY_ROWCOUNT] = rowcount
+        redacted = redact_sql(statement)
+        if redacted is not statement:
+            # literals next to password/token columns in text() SQL: upstream recorded
+            # the raw text; the span is still open, so the recorded text is replaced
+            extra.update(_redacted_statement_attributes(span, redacted))
         # one call: the SDK takes its lock and validates per call
         span.set_attributes({**attributes, **extra})
 
@@ -259,7 +272,7 @@ class _StatementHooks:
             url = conn.engine.url
             attributes: dict[str, Any] = {
                 attr.DB_SYSTEM: _db_system(conn.dialect.name),
-                attr.DB_STATEMENT: statement,
+                attr.DB_STATEMENT: redact_sql(statement),
             }
             if url.database:
                 attributes[attr.DB_NAME] = url.database
@@ -271,7 +284,7 @@ class _StatementHooks:
         return span
 
     def _log_failure(self, statement: str) -> None:
-        shape = statement[:200]
+        shape = redact_sql(statement)[:200]
         with self._lock:
             if shape in self._failed_shapes:
                 return
@@ -289,6 +302,19 @@ class _StatementHooks:
             ("after_cursor_execute", self.after_cursor_execute),
             ("handle_error", self.handle_error),
         )
+
+
+def _redacted_statement_attributes(span: Span, redacted: str) -> dict[str, str]:
+    """The statement attributes the span holds (``db.statement`` and/or
+    ``db.query.text``, per ``OTEL_SEMCONV_STABILITY_OPT_IN``), each redacted; a comment
+    upstream's commenter added is kept, since it is redacted in place."""
+    recorded = getattr(span, "attributes", None) or {}
+    out: dict[str, str] = {}
+    for key in (attr.DB_STATEMENT, attr.DB_QUERY_TEXT):
+        value = recorded.get(key)
+        if isinstance(value, str):
+            out[key] = redact_sql(value)
+    return out or {attr.DB_STATEMENT: redacted}
 
 
 def _db_system(dialect_name: str) -> str:
