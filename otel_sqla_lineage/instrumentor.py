@@ -164,12 +164,8 @@ class _StatementHooks:
         finally:
             if own is not None:
                 own.end()
-            elif span.is_recording():
+            elif span.is_recording() and _take_upstream_span(context):
                 span.end()
-                try:
-                    setattr(context, _UPSTREAM_SPAN_ATTR, None)
-                except Exception:  # a context that refuses attributes: upstream ends it
-                    pass
 
     # -- work --------------------------------------------------------------------------
 
@@ -302,6 +298,16 @@ class _StatementHooks:
             ("after_cursor_execute", self.after_cursor_execute),
             ("handle_error", self.handle_error),
         )
+
+
+def _take_upstream_span(context: Any) -> bool:
+    """Upstream's ``handle_error`` ends the span it finds on the context; False when the
+    context refuses the change (upstream then ends the span, with the status we set)."""
+    try:
+        setattr(context, _UPSTREAM_SPAN_ATTR, None)
+    except Exception:
+        return False
+    return True
 
 
 def _redacted_statement_attributes(span: Span, redacted: str) -> dict[str, str]:

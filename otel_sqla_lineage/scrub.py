@@ -34,12 +34,23 @@ _MAX_ERROR_CHARS: Final = 4000
 # SQLAlchemy puts bound parameters in str(exception); PostgreSQL puts key values in DETAIL.
 _PARAMETERS_BLOCK = re.compile(r"\[parameters: .*?\](?=\s*(?:\n|\(Background|$))", re.DOTALL)
 _DETAIL_LINE = re.compile(r"^\s*DETAIL:.*$", re.MULTILINE)
+# psycopg2 binds on the client, so PostgreSQL's excerpt of the statement ("LINE 1: …" and
+# its caret line) shows bound values; so may QUERY: and CONTEXT: (PL/pgSQL, COPY rows)
+_STATEMENT_EXCERPT = re.compile(
+    r"^LINE \d+: .*$(?:\n^[ \t]*\^[ \t]*$)?|^\s*(?:QUERY|CONTEXT):.*$", re.MULTILINE
+)
 # MySQL/MariaDB quote the offending value: "Duplicate entry 'ada@example.org' for key ..."
 _DUPLICATE_ENTRY = re.compile(r"Duplicate entry '(?:[^'\\]|\\.)*'")
 # PostgreSQL quotes a bound value it cannot convert in the message itself
 _INVALID_INPUT = re.compile(
-    r'(invalid input (?:syntax|value) for [^:\n]{1,80}: )"(?:[^"\n]|"")*"'
+    r'((?:invalid|malformed|out of range|unrecognized)[^:\n]{0,80}: )"(?:[^"\n]|"")*"'
 )
+# MySQL/MariaDB: "Incorrect integer value: 'abc' for column ..."
+_INCORRECT_VALUE = re.compile(
+    r"((?:Incorrect|Truncated incorrect) [\w ]{1,40} value: )'(?:[^'\\]|\\.)*'"
+)
+# PostgreSQL names the token it stopped at; a string literal there may be a bound value
+_AT_OR_NEAR_LITERAL = re.compile(r'(at or near )"\'(?:[^"\n]|"")*\'?"')
 _SQL_BLOCK = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\n|\[parameters|\(Background|$))", re.DOTALL)
 _BACKGROUND = re.compile(r"\(Background on this error at: [^)]*\)")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
@@ -62,12 +73,17 @@ _MAX_LEXED_CHARS: Final = 1_000_000
 
 def scrub_error_message(message: str) -> str:
     """SQLAlchemy's ``[parameters: …]`` block and PostgreSQL's ``DETAIL: Key (…)=(…)``
-    line both carry bound values: they go; the database's own message stays, with the
-    SQL it quotes (``[SQL: …]``, ``LINE 1: …``) redacted like any statement."""
+    line both carry bound values: they go, as does PostgreSQL's excerpt of the statement
+    (``LINE 1: …``, bound values interpolated by psycopg2) and the values drivers quote in
+    the message itself; the database's own message stays, with the SQL SQLAlchemy quotes
+    (``[SQL: …]``) redacted like any statement."""
     message = _PARAMETERS_BLOCK.sub("[parameters: hidden by otel-sqla-lineage]", message)
     message = _DETAIL_LINE.sub("", message)
+    message = _STATEMENT_EXCERPT.sub("", message)
     message = _DUPLICATE_ENTRY.sub("Duplicate entry '<hidden>'", message)
     message = _INVALID_INPUT.sub(r'\1"<hidden>"', message)
+    message = _INCORRECT_VALUE.sub(r"\1'<hidden>'", message)
+    message = _AT_OR_NEAR_LITERAL.sub(r'\1"<hidden>"', message)
     message = _SQL_BLOCK.sub(lambda m: f"[SQL: {redact_sql(m.group(1))}]", message)
     message = _BACKGROUND.sub("", message)
     message = _BLANK_LINES.sub("\n", message).strip()
@@ -333,9 +349,9 @@ def _operand(stmt: _Statement, j: int) -> None:
         if token.kind == _WORD and j + 1 < len(tokens) and _is_punct(tokens[j + 1], "("):
             stmt.mark(j + 1, stmt.closing.get(j + 1, len(tokens)))
             return
-        if _is_punct(token, "-") or _is_punct(token, "+") or token.kind == _WORD and (
+        if _is_punct(token, "-") or _is_punct(token, "+") or (token.kind == _WORD and (
             token.text in _TYPED_LITERAL_PREFIXES
-        ):
+        )):
             j += 1
             continue
         return
@@ -417,7 +433,7 @@ def _select_list(stmt: _Statement, j: int) -> tuple[list[tuple[int, int]], int]:
     start = j
     while j < len(tokens):
         token = tokens[j]
-        if token.kind in (_WORD, _PUNCT) and token.text in _CLAUSE_ENDS or _is_punct(token, ")"):
+        if (token.kind in (_WORD, _PUNCT) and token.text in _CLAUSE_ENDS) or _is_punct(token, ")"):
             break
         if _is_punct(token, "(") and j in stmt.closing:
             j = stmt.closing[j] + 1
