@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import Lineage
+from fakes import fake_lineage_backend_recording
 from olspec import validate_event
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from procs.secrets_app import (
     BOUND_SECRETS,
     KEPT_LITERALS,
@@ -23,7 +26,10 @@ from procs.secrets_app import (
     run_statements,
 )
 
+from otel_sqla_lineage.delivery import sink_from_environment
+from otel_sqla_lineage.exporter import OpenLineageSpanExporter
 from otel_sqla_lineage.scrub import is_sensitive_name, redact_sql, scrub_error_message
+from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.sqltext import parse_sql
 
 PROCS = Path(__file__).parent / "procs"
@@ -264,3 +270,44 @@ def test_postgres_child_process_outputs_hold_no_secret(tmp_path: Path,
     stdout, stderr, events = _run_child(postgres_url, tmp_path)
     _check_child(stdout, stderr, events,
                  LITERAL_SECRETS + BOUND_SECRETS + POSTGRES_SECRETS + (URL_PASSWORD,))
+
+
+# -- the OpenLineage API key -------------------------------------------------------------
+
+API_KEY = "ol-api-key-5f2c9e"
+
+
+def _deliver_two_events(environ: dict[str, str]) -> OpenLineageSpanExporter:
+    exporter = OpenLineageSpanExporter(sink=sink_from_environment(LineageSettings(), environ))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span(
+        "SELECT", attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
+    ):
+        pass
+    assert exporter.force_flush(10_000)
+    return exporter
+
+
+@pytest.mark.parametrize("status", [200, 401], ids=["accepted", "refused"])
+@pytest.mark.parametrize("where", ["OPENLINEAGE_API_KEY", "openlineage.yml"])
+def test_api_key_reaches_the_backend_and_no_log_line(
+    status: int, where: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger: ours, openlineage's, urllib3's
+    with fake_lineage_backend_recording(status) as (url, received):
+        if where == "OPENLINEAGE_API_KEY":
+            environ = {"OPENLINEAGE_URL": url, "OPENLINEAGE_API_KEY": API_KEY}
+        else:
+            config = tmp_path / "openlineage.yml"
+            config.write_text(f"transport:\n  type: http\n  url: {url}\n"
+                              f"  auth:\n    type: api_key\n    apiKey: {API_KEY}\n")
+            environ = {"OPENLINEAGE_CONFIG": str(config)}
+        exporter = _deliver_two_events(environ)
+        exporter.shutdown()
+    assert len(received) >= 2, "the backend got the events"
+    assert {r.headers.get("Authorization") for r in received} == {f"Bearer {API_KEY}"}
+    assert caplog.records, "logging was captured"
+    assert API_KEY not in caplog.text
+    if status == 401:
+        assert exporter.stats["failed"] >= 1  # the failure was seen (and logged)
