@@ -81,6 +81,12 @@ def operation_of(sql: str) -> str | None:
     return first if first.isalpha() else None
 
 
+def _first_line(exc: Exception) -> str:
+    # the Rust side may append a multi-line stack backtrace (RUST_BACKTRACE)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _parser_error_for_log(sql: str, error: str) -> str:
     """The parser quotes the token it stopped at, which may be a redacted literal."""
     if redact_sql(sql) is not sql:
@@ -99,8 +105,8 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
         meta = openlineage_sql.parse([text], dialect=parser_dialect(dialect))
     except Exception as exc:  # the Rust side raises for input it cannot tokenise at all
         _log.warning("otel-sqla-lineage: openlineage-sql failed on %r (%s)",
-                     redact_sql(sql)[:200], _parser_error_for_log(sql, str(exc)))
-        return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {exc}")
+                     redact_sql(sql)[:200], _parser_error_for_log(sql, _first_line(exc)))
+        return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {_first_line(exc)}")
     if meta is None:
         return SqlLineage(operation, (), (), (), error="openlineage-sql returned nothing")
     if meta.errors and not (meta.in_tables or meta.out_tables):
