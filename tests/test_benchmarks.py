@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
     [
         ("bench_instrumentor.py", "c/b"),
         ("bench_converter.py", "spans/s"),
+        ("bench_redact.py", "on/off"),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(script: str, expected: str) -> None:
