@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +312,96 @@ def test_api_key_reaches_the_backend_and_no_log_line(
     assert API_KEY not in caplog.text
     if status == 401:
         assert exporter.stats["failed"] >= 1  # the failure was seen (and logged)
+
+
+# -- spans as exported over OTLP: through the real Collector's detailed debug output ----------
+
+COLLECTOR_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+exporters:
+  debug:
+    verbosity: detailed
+  otlp_grpc/lineage:
+    endpoint: 127.0.0.1:{lineage_port}
+    tls:
+      insecure: true
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug, otlp_grpc/lineage]
+"""
+
+
+@pytest.mark.collector
+@pytest.mark.subprocess
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_spans_over_otlp_through_the_real_collector_hold_no_secret(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The app exports OTLP to the Collector, which prints every span attribute (debug,
+    verbosity detailed) and forwards to collector_exporter: no secret in the Collector's
+    output, collector_exporter's log and events, or the app's own output."""
+    from procs.otlp_tools import clean_env, free_port, port_open, stop, wait_for
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "provision_otelcol.sh"
+    built = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if built.returncode != 0 or not built.stdout.strip():
+        pytest.fail(f"the Collector could not be built by {script}:\n{built.stderr[-3000:]}",
+                    pytrace=False)
+    otelcol = built.stdout.strip().splitlines()[-1]
+    url = (request.getfixturevalue("postgres_url") if database == "postgres"
+           else f"sqlite:///{tmp_path / 'otlp.db'}")
+    secrets = LITERAL_SECRETS + BOUND_SECRETS + (
+        (*POSTGRES_SECRETS, URL_PASSWORD) if database == "postgres" else ())
+    events, exporter_log, collector_log = (tmp_path / "events.jsonl",
+                                           tmp_path / "exporter.log", tmp_path / "otelcol.log")
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        with exporter_log.open("w") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
+                 "--events-file", str(events), "--log-level", "DEBUG"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                env=clean_env(HOME=str(tmp_path))))
+        found = wait_for(lambda: re.search(r"\(port (\d+), ", exporter_log.read_text()), 60,
+                         "collector_exporter to listen")
+        grpc_port = free_port()
+        config = tmp_path / "otelcol.yaml"
+        config.write_text(COLLECTOR_CONFIG.format(grpc_port=grpc_port,
+                                                  lineage_port=found.group(1)))
+        with collector_log.open("w") as out:
+            procs.append(subprocess.Popen([otelcol, "--config", str(config)], stdout=out,
+                                          stderr=subprocess.STDOUT, cwd=tmp_path,
+                                          env=clean_env(HOME=str(tmp_path))))
+        wait_for(lambda: port_open(grpc_port), 60, "the Collector's OTLP receiver")
+        app = subprocess.run(
+            [str(BIN / "opentelemetry-instrument"), sys.executable,
+             str(PROCS / "secrets_app.py"), url],
+            capture_output=True, text=True, timeout=180, cwd=tmp_path,
+            env=clean_env(HOME=str(tmp_path), OTEL_SERVICE_NAME="secrets",
+                          OTEL_TRACES_EXPORTER="otlp",
+                          OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{grpc_port}",
+                          OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_METRICS_EXPORTER="none",
+                          OTEL_LOGS_EXPORTER="none", OTEL_PYTHON_LOG_LEVEL="debug"))
+        assert app.returncode == 0, app.stderr[-3000:]
+        wait_for(lambda: "secrets.rotate_credentials" in (
+            events.read_text() if events.exists() else ""), 60,
+            "the job's events from collector_exporter")
+    finally:
+        for proc in reversed(procs):
+            stop(proc, timeout=20)
+    collector_text = collector_log.read_text()
+    # the Collector did print the statement spans' attributes, redacted
+    assert "db.statement" in collector_text and "'***'" in collector_text
+    _assert_no_secret({"Collector debug output": collector_text,
+                       "collector_exporter log": exporter_log.read_text(),
+                       "collector_exporter events": events.read_text(),
+                       "app stdout": app.stdout, "app stderr": app.stderr}, secrets)
