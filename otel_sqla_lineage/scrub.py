@@ -104,12 +104,16 @@ def redact_sql(sql: str) -> str:
     string object when there is nothing to redact. Never raises."""
     if len(sql) > _MAX_CACHED_CHARS:
         return _redact(sql)  # not cached: the cache is bounded in entries, keep them small
-    return _redact_cached(sql)
+    redacted = _redacted_or_none(sql)
+    # the caller's own object when nothing changed (an equal string cached from an earlier
+    # statement is another object): callers test ``is`` to skip work per statement
+    return sql if redacted is None else redacted
 
 
 @functools.lru_cache(maxsize=_REDACT_CACHE_SIZE)
-def _redact_cached(sql: str) -> str:
-    return _redact(sql)
+def _redacted_or_none(sql: str) -> str | None:
+    redacted = _redact(sql)
+    return None if redacted is sql else redacted
 
 
 def _redact(sql: str) -> str:

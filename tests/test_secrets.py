@@ -405,3 +405,14 @@ def test_spans_over_otlp_through_the_real_collector_hold_no_secret(
                        "collector_exporter log": exporter_log.read_text(),
                        "collector_exporter events": events.read_text(),
                        "app stdout": app.stdout, "app stderr": app.stderr}, secrets)
+
+
+def test_unchanged_sql_comes_back_as_the_callers_own_object() -> None:
+    """The instrumentor skips its per-statement work when ``redact_sql(s) is s``; an equal
+    string cached from an earlier engine's statement must not defeat that (found by
+    benchmarks/bench_redact.py: every statement paid for a db.statement overwrite)."""
+    first = "".join(["SELECT api_token FROM users WHERE id = ", "?"])
+    second = "".join(["SELECT api_token FROM users WHERE id = ", "?"])
+    assert first == second and first is not second
+    assert redact_sql(first) is first
+    assert redact_sql(second) is second
