@@ -55,6 +55,9 @@ _COMMON = dict(
 )
 settings.register_profile("ci", derandomize=True, database=None, **_COMMON)  # type: ignore[arg-type]
 settings.register_profile("deep", **_COMMON)  # type: ignore[arg-type]
+# a hang fails the test (each example is also bounded by its deadline)
+pytestmark = pytest.mark.timeout(300)
+
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
 SCALE = 20 if PROFILE == "deep" else 1

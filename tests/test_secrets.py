@@ -235,12 +235,12 @@ def test_upstream_statement_span_of_a_failed_statement_gets_the_scrubbed_status(
 # -- every output of a child process under opentelemetry-instrument ---------------------
 
 
-def _run_child(url: str, tmp_path: Path) -> tuple[str, str, str]:
+def _run_child(url: str, tmp_path: Path, **extra_env: str) -> tuple[str, str, str]:
     events = tmp_path / "child.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))}
     env.update(OTEL_SERVICE_NAME="secrets", OTEL_TRACES_EXPORTER="console,openlineage",
                OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
-               OTEL_SQLA_LINEAGE_FILE=str(events), OTEL_PYTHON_LOG_LEVEL="debug")
+               OTEL_SQLA_LINEAGE_FILE=str(events), OTEL_PYTHON_LOG_LEVEL="debug", **extra_env)
     proc = subprocess.run(
         [str(BIN / "opentelemetry-instrument"), sys.executable, str(PROCS / "secrets_app.py"),
          url], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
@@ -261,6 +261,17 @@ def _check_child(stdout: str, stderr: str, events: str, secrets: tuple[str, ...]
 @pytest.mark.subprocess
 def test_sqlite_child_process_outputs_hold_no_secret(tmp_path: Path) -> None:
     stdout, stderr, events = _run_child(f"sqlite:///{tmp_path / 'child.db'}", tmp_path)
+    _check_child(stdout, stderr, events, LITERAL_SECRETS + BOUND_SECRETS)
+
+
+@pytest.mark.subprocess
+def test_new_semantic_conventions_db_query_text_is_redacted_too(tmp_path: Path) -> None:
+    """With ``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` upstream records the SQL under
+    both ``db.statement`` and ``db.query.text``: both are rewritten."""
+    stdout, stderr, events = _run_child(f"sqlite:///{tmp_path / 'dup.db'}", tmp_path,
+                                        OTEL_SEMCONV_STABILITY_OPT_IN="database/dup")
+    assert "\"db.query.text\": \"UPDATE accounts SET api_token = '***' WHERE id = 1\"" in stdout
+    assert "\"db.statement\": \"UPDATE accounts SET api_token = '***' WHERE id = 1\"" in stdout
     _check_child(stdout, stderr, events, LITERAL_SECRETS + BOUND_SECRETS)
 
 
