@@ -1,4 +1,4 @@
-"""What secret redaction (``otel_sqla_lineage.scrub.redact_sql``) costs per statement,
+"""What secret redaction (``otel_sqla_lineage.redact.redact_sql``) costs per statement,
 measured side by side in one process.
 
 Variants, interleaved round by round (their order alternates):
@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 import otel_sqla_lineage.instrumentor as instrumentor_module
 from otel_sqla_lineage import SQLAlchemyLineageInstrumentor
-from otel_sqla_lineage.scrub import _redact, redact_sql
+from otel_sqla_lineage.redact import _redact, redact_sql
 
 KINDS = ("core_select", "text_secret")
 VARIANTS = ("off", "on")

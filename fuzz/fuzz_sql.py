@@ -15,7 +15,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from otel_sqla_lineage.scrub import REDACTED, _redact, scrub_error_message
+    from otel_sqla_lineage.redact import REDACTED, _redact
+    from otel_sqla_lineage.scrub import scrub_error_message
     from otel_sqla_lineage.sqltext import parse_sql
 
 

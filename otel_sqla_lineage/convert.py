@@ -23,9 +23,10 @@ from typing import Any, Final, NamedTuple
 from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage import events as ev
 from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
+from otel_sqla_lineage.redact import redact_sql
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import Columns, decode_schemas
-from otel_sqla_lineage.scrub import redact_sql, scrub_error_message
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 from otel_sqla_lineage.sqltext import parse_sql

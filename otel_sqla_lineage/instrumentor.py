@@ -40,9 +40,10 @@ from sqlalchemy.engine import Engine
 from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage.naming import default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
+from otel_sqla_lineage.redact import redact_sql
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
-from otel_sqla_lineage.scrub import redact_sql, scrub_error_message
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import Granularity, LineageSettings
 from otel_sqla_lineage.statement import StatementLineage, StatementLineageCache
 from otel_sqla_lineage.version import __version__

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import openlineage_sql
 
 from otel_sqla_lineage.naming import scheme_for
-from otel_sqla_lineage.scrub import redact_sql
+from otel_sqla_lineage.redact import redact_sql
 
 _log = logging.getLogger(__name__)
 

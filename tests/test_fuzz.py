@@ -42,7 +42,8 @@ from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage.assemble import RunAssembler
 from otel_sqla_lineage.convert import Converter
 from otel_sqla_lineage.events import to_json
-from otel_sqla_lineage.scrub import REDACTED, redact_sql, scrub_error_message
+from otel_sqla_lineage.redact import REDACTED, redact_sql
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanEventView, SpanView
 from otel_sqla_lineage.sqltext import operation_of, parse_sql

@@ -29,7 +29,8 @@ from procs.secrets_app import (
 
 from otel_sqla_lineage.delivery import sink_from_environment
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
-from otel_sqla_lineage.scrub import is_sensitive_name, redact_sql, scrub_error_message
+from otel_sqla_lineage.redact import is_sensitive_name, redact_sql
+from otel_sqla_lineage.scrub import scrub_error_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.sqltext import parse_sql
 
