@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage import events as ev
 from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
+from otel_sqla_lineage.redact import redact_sql
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import Columns, decode_schemas
 from otel_sqla_lineage.scrub import scrub_error_message
@@ -115,6 +116,11 @@ def _str(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _sql(value: Any) -> str | None:
+    # only a string is SQL: another type under a statement key is bad input, not a query
+    return value if isinstance(value, str) and value else None
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -164,7 +170,7 @@ class Converter:
         a = span.attributes
         if not span.is_database_span:
             return None
-        sql = _str(a.get(attr.DB_QUERY_TEXT)) or _str(a.get(attr.DB_STATEMENT))
+        sql = _sql(a.get(attr.DB_QUERY_TEXT)) or _sql(a.get(attr.DB_STATEMENT))
         has_ours = attr.SQLALCHEMY_SOURCE in a
         if sql is None and not has_ours:
             return None  # a connect span, a pool span: database, but no statement
@@ -198,11 +204,15 @@ class Converter:
         )
 
     def _shape(self, a: Mapping[str, Any], sql: str | None, has_ours: bool) -> tuple[Any, ...]:
-        location_key = tuple(a.get(k) for k in _LOCATION_KEYS)
-        location = self._locations.get(location_key)
+        location_key: tuple[Any, ...] | None = tuple(a.get(k) for k in _LOCATION_KEYS)
+        try:
+            location = self._locations.get(location_key)
+        except TypeError:  # an unhashable value (a list where a string belongs): no cache
+            location_key, location = None, None
         if location is None:
             location = location_from_attributes(a)
-            _bounded_put(self._locations, location_key, location)
+            if location_key is not None:
+                _bounded_put(self._locations, location_key, location)
         system = _str(a.get(attr.DB_SYSTEM_NAME)) or _str(a.get(attr.DB_SYSTEM))
         if has_ours:
             read = _strings(a.get(attr.SQLALCHEMY_TABLES_READ))
@@ -225,7 +235,8 @@ class Converter:
         return (
             tuple(self._dataset(location, t) for t in read),
             tuple(self._dataset(location, t) for t in written),
-            sql[:_MAX_SQL_CHARS] if sql else None,
+            # literals next to password/token columns never reach the sql facet
+            redact_sql(sql)[:_MAX_SQL_CHARS] if sql else None,
             scheme_for(system) if system else None,
             operation,
             integration,

@@ -43,6 +43,7 @@ from otel_sqla_lineage import attributes as attr
 from otel_sqla_lineage.light_statements import LIGHT_PATH, LightStatement, mark_statement, take_mark
 from otel_sqla_lineage.naming import DatabaseLocation, default_schema_of, location_from_url
 from otel_sqla_lineage.package import _instruments
+from otel_sqla_lineage.redact import redact_sql
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import SchemaAnnouncer
 from otel_sqla_lineage.scrub import scrub_error_message
@@ -175,26 +176,36 @@ class _StatementHooks:
                                  error=message)
             elif span.is_recording():
                 self._enrich(span, exception_context.connection, context, statement, cursor=None)
-                if own is not None:
-                    # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL)
-                    message = scrub_error_message(str(exception_context.original_exception))
-                    span.set_status(Status(StatusCode.ERROR, message))
+                # scrubbed: drivers put bound values in messages (PostgreSQL's DETAIL,
+                # "invalid input syntax for type integer: \"…\""). Upstream's own listener
+                # would set the raw message and end its span: we end it here with ours and
+                # take it off the context, so upstream's listener finds nothing to do.
+                message = scrub_error_message(str(exception_context.original_exception))
+                span.set_status(Status(StatusCode.ERROR, message))
         except Exception:
             self._log_failure(statement)
         finally:
             if own is not None:
                 own.end()
+            elif span.is_recording() and _take_upstream_span(context):
+                span.end()
 
     # -- work --------------------------------------------------------------------------
 
     def _enrich(
         self, span: Span, conn: Any, context: Any, statement: str, *, cursor: Any
     ) -> None:
-        # one call: the SDK takes its lock and validates per call
-        span.set_attributes(self._lineage_attributes(
+        attributes = self._lineage_attributes(
             conn, context, statement, cursor, span.get_span_context(),
             getattr(span, "parent", None),
-        ))
+        )
+        redacted = redact_sql(statement)
+        if redacted is not statement:
+            # literals next to password/token columns in text() SQL: upstream recorded
+            # the raw text; the span is still open, so the recorded text is replaced
+            attributes.update(_redacted_statement_attributes(span, redacted))
+        # one call: the SDK takes its lock and validates per call
+        span.set_attributes(attributes)
 
     def _feed_light(
         self, light: LightStatement, span: Span, engine: Any, conn: Any, context: Any,
@@ -311,7 +322,7 @@ class _StatementHooks:
         return span
 
     def _log_failure(self, statement: str) -> None:
-        shape = statement[:200]
+        shape = redact_sql(statement)[:200]
         with self._lock:
             if shape in self._failed_shapes:
                 return
@@ -331,6 +342,29 @@ class _StatementHooks:
         )
 
 
+def _take_upstream_span(context: Any) -> bool:
+    """Upstream's ``handle_error`` ends the span it finds on the context; False when the
+    context refuses the change (upstream then ends the span, with the status we set)."""
+    try:
+        setattr(context, _UPSTREAM_SPAN_ATTR, None)
+    except Exception:
+        return False
+    return True
+
+
+def _redacted_statement_attributes(span: Span, redacted: str) -> dict[str, str]:
+    """The statement attributes the span holds (``db.statement`` and/or
+    ``db.query.text``, per ``OTEL_SEMCONV_STABILITY_OPT_IN``), each redacted; a comment
+    upstream's commenter added is kept, since it is redacted in place."""
+    recorded = getattr(span, "attributes", None) or {}
+    out: dict[str, str] = {}
+    for key in (attr.DB_STATEMENT, attr.DB_QUERY_TEXT):
+        value = recorded.get(key)
+        if isinstance(value, str):
+            out[key] = redact_sql(value)
+    return out or {attr.DB_STATEMENT: redacted}
+
+
 def _db_system(dialect_name: str) -> str:
     # upstream's _normalize_vendor
     if "sqlite" in dialect_name:
@@ -345,7 +379,7 @@ def _upstream_like_attributes(statement: str, url: Any, dialect_name: str) -> di
     conventions; the converter reads the newer names alike)."""
     attributes: dict[str, Any] = {
         attr.DB_SYSTEM: _db_system(dialect_name),
-        attr.DB_STATEMENT: statement,
+        attr.DB_STATEMENT: redact_sql(statement),
     }
     if url.database:
         attributes[attr.DB_NAME] = url.database

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import openlineage_sql
 
 from otel_sqla_lineage.naming import scheme_for
+from otel_sqla_lineage.redact import redact_sql
 
 _log = logging.getLogger(__name__)
 
@@ -80,6 +81,19 @@ def operation_of(sql: str) -> str | None:
     return first if first.isalpha() else None
 
 
+def _first_line(exc: Exception) -> str:
+    # the Rust side may append a multi-line stack backtrace (RUST_BACKTRACE)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _parser_error_for_log(sql: str, error: str) -> str:
+    """The parser quotes the token it stopped at, which may be a redacted literal."""
+    if redact_sql(sql) is not sql:
+        return "parser message withheld: the statement holds redacted literals"
+    return error[:500]
+
+
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)
 def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
     """Tables read and written by ``sql``; never raises (errors come back in ``error``)."""
@@ -90,8 +104,9 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
     try:
         meta = openlineage_sql.parse([text], dialect=parser_dialect(dialect))
     except Exception as exc:  # the Rust side raises for input it cannot tokenise at all
-        _log.warning("otel-sqla-lineage: openlineage-sql failed on %r (%s)", sql[:200], exc)
-        return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {exc}")
+        _log.warning("otel-sqla-lineage: openlineage-sql failed on %r (%s)",
+                     redact_sql(sql)[:200], _parser_error_for_log(sql, _first_line(exc)))
+        return SqlLineage(operation, (), (), (), error=f"{type(exc).__name__}: {_first_line(exc)}")
     if meta is None:
         return SqlLineage(operation, (), (), (), error="openlineage-sql returned nothing")
     if meta.errors and not (meta.in_tables or meta.out_tables):
@@ -112,7 +127,7 @@ def parse_sql(sql: str, dialect: str | None) -> SqlLineage:
         # parse_sql is cached, so this is logged once per statement text
         _log.warning(
             "otel-sqla-lineage: openlineage-sql cannot read %r (%s); its tables are not "
-            "reported", sql[:200], error,
+            "reported", redact_sql(sql)[:200], _parser_error_for_log(sql, error),
         )
     lineage = tuple(
         (

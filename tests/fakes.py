@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -122,3 +123,36 @@ def switchable_lineage_backend(status: int = 200) -> Iterator[SwitchableBackend]
         yield backend
     finally:
         backend.close()
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@contextmanager
+def fake_lineage_backend_recording(
+    status: int = 200,
+) -> Iterator[tuple[str, list[RecordedRequest]]]:
+    """A fake OpenLineage HTTP endpoint on loopback that keeps each POST's path, headers
+    and body (to check what credentials reached it) and answers ``status``."""
+    received: list[RecordedRequest] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(RecordedRequest(self.path, dict(self.headers.items()), body))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_converter.py", "spans/s"),
         ("bench_sampling.py", "O/S"),
         ("bench_host_safety.py", "lat/healthy"),
+        ("bench_redact.py", "on/off"),
     ],
 )
 def test_benchmark_runs_and_prints_its_ratio(script: str, expected: str) -> None:

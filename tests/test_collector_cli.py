@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from fakes import fake_lineage_backend_recording
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from procs.otlp_tools import (
     TRACE,
@@ -300,3 +301,20 @@ def test_openlineage_config_file_option(start_service: Start, tmp_path: Path) ->
                                                         written=("loans",))]), timeout=10)
     assert stop(service.proc) == 0
     assert [e["job"]["name"] for e in read_events(target)] == ["library.DELETE loans"] * 2
+
+
+def test_openlineage_api_key_reaches_the_backend_and_never_the_log(
+    start_service: Start,
+) -> None:
+    key = "ol-api-key-collector-81d3"
+    with fake_lineage_backend_recording() as (url, received):
+        service = start_service("--log-level", "DEBUG", env={
+            "OPENLINEAGE_URL": url, "OPENLINEAGE_API_KEY": key})
+        service.stub().Export(request([sqlalchemy_statement(0x71, None, operation="SELECT",
+                                                            read=("books",))]), timeout=10)
+        assert stop(service.proc) == 0
+    assert len(received) == 2
+    assert {r.headers.get("Authorization") for r in received} == {f"Bearer {key}"}
+    log = service.log_text()
+    assert "DEBUG" in log and "http transport from OPENLINEAGE_URL" in log
+    assert key not in log
