@@ -51,28 +51,56 @@ class HangingSink:
         self.release.set()
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """What every fake's handler shares: reading a POST's body, and no access-log line per
+    request in the test output."""
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _start(
+    handler: type[BaseHTTPRequestHandler], *, daemon_threads: bool = False,
+) -> tuple[ThreadingHTTPServer, str]:
+    """Serves ``handler`` on a free loopback port from a daemon thread; returns the server (for
+    ``_stop``) and its URL. ``daemon_threads`` lets ``_stop`` return without waiting for
+    requests still in a handler (one told to hang)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = daemon_threads
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server, url = _start(handler)
+    try:
+        yield url
+    finally:
+        _stop(server)
+
+
 @contextmanager
 def fake_lineage_backend_returning(status: int) -> Iterator[tuple[str, list[bytes]]]:
     """A fake OpenLineage HTTP endpoint on loopback answering every POST with ``status``."""
     bodies: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def do_POST(self) -> None:
-            bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            bodies.append(self.read_body())
             self.send_response(status)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", bodies
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as url:
+        yield url, bodies
 
 
 class SwitchableBackend:
@@ -88,9 +116,9 @@ class SwitchableBackend:
         self._released = threading.Event()
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.read_body()
                 if backend.hang:
                     backend._released.wait(60)
                 status = backend.status
@@ -102,18 +130,11 @@ class SwitchableBackend:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server, self.url = _start(Handler, daemon_threads=True)
 
     def close(self) -> None:
         self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
+        _stop(self._server)
 
 
 @contextmanager
@@ -123,6 +144,8 @@ def switchable_lineage_backend(status: int = 200) -> Iterator[SwitchableBackend]
         yield backend
     finally:
         backend.close()
+
+
 @dataclass
 class RecordedRequest:
     path: str
@@ -138,21 +161,12 @@ def fake_lineage_backend_recording(
     and body (to check what credentials reached it) and answers ``status``."""
     received: list[RecordedRequest] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = self.read_body()
             received.append(RecordedRequest(self.path, dict(self.headers.items()), body))
             self.send_response(status)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as url:
+        yield url, received
