@@ -83,6 +83,18 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def otelcol_binary() -> Path:
+    """The project's OpenTelemetry Collector build; fails (never skips) with the script's
+    output."""
+    script = ROOT / "scripts" / "provision_otelcol.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"the OpenTelemetry Collector could not be built by {script}:\n"
+                    f"{proc.stderr[-4000:]}", pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
 def postgres_url2(postgres_url: str) -> str:
     """The second database of the same server (a pipeline with two binds)."""
     return postgres_url.rsplit("/", 1)[0] + "/osl_test2"

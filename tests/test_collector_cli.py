@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from procs.otlp_tools import (
     request,
     span,
     sqlalchemy_statement,
+    start_collector_exporter,
     stop,
     wait_for,
 )
@@ -42,7 +42,6 @@ COMMANDS = {
     "python-m": [sys.executable, "-m", "collector_exporter"],
     "console-script": [str(BIN / "collector-exporter")],
 }
-LISTENING = re.compile(r"listening for OTLP traces on \S+ \(port (\d+), ")
 
 
 @dataclass
@@ -81,23 +80,13 @@ def start_service(tmp_path: Path) -> Iterator[Start]:
         port_for_metrics = free_port() if metrics_port else None
         # a short stats interval also bounds how long a signal that the kernel handed to a
         # non-main thread waits (see test_sigterm_delivered_to_a_worker_thread_...)
-        argv = [*COMMANDS[command], "--listen", "127.0.0.1:0", "--events-file",
-                str(events_file), "--stats-interval", "1", *args]
+        options = ["--listen", "127.0.0.1:0", "--events-file", str(events_file),
+                   "--stats-interval", "1", *args]
         if port_for_metrics is not None:
-            argv += ["--metrics-listen", f"127.0.0.1:{port_for_metrics}"]
-        with log.open("w") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                                    env=clean_env(HOME=str(tmp_path), **(env or {})))
+            options += ["--metrics-listen", f"127.0.0.1:{port_for_metrics}"]
+        proc, port = start_collector_exporter(options, log, tmp_path,
+                                              command=COMMANDS[command], env=env)
         procs.append(proc)
-
-        def listening() -> int | None:
-            found = LISTENING.search(log.read_text())
-            if found is None and proc.poll() is not None:
-                raise AssertionError(f"collector_exporter exited {proc.returncode}:\n"
-                                     f"{log.read_text()}")
-            return int(found.group(1)) if found else None
-
-        port = wait_for(listening, 60, "collector_exporter's 'listening' log line")
         return ServiceProcess(proc, log, port, events_file, port_for_metrics)
 
     yield start

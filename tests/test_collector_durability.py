@@ -29,6 +29,7 @@ from procs.otlp_tools import (
     request,
     span,
     sqlalchemy_statement,
+    start_collector_exporter,
     stop,
     wait_for,
 )
@@ -48,21 +49,10 @@ KILL_AFTER = 2.5
 
 def start(tmp_path: Path, port: int, n: int, **env: str) -> tuple[subprocess.Popen[Any], Path]:
     log = tmp_path / f"service-{n}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector_exporter", "--listen", f"127.0.0.1:{port}",
-             "--events-file", str(tmp_path / "events.jsonl"),
-             "--spool-dir", str(tmp_path / "spool"), "--stats-interval", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-            env=clean_env(HOME=str(tmp_path), **env))
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"collector_exporter exited {proc.returncode}:\n"
-                                 + log.read_text())
-        return "listening for OTLP traces" in log.read_text()
-
-    wait_for(listening, 60, "collector_exporter listening")
+    proc, _ = start_collector_exporter(
+        ["--listen", f"127.0.0.1:{port}", "--events-file", str(tmp_path / "events.jsonl"),
+         "--spool-dir", str(tmp_path / "spool"), "--stats-interval", "1"],
+        log, tmp_path, env=env)
     return proc, log
 
 
@@ -271,15 +261,10 @@ def test_a_second_service_on_the_same_spool_is_refused_and_no_spool_keeps_nothin
     finally:
         assert stop(first) == 0
     log = tmp_path / "no-spool.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
-             "--no-spool", "--events-file", str(tmp_path / "no-spool.jsonl")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path / "spool",
-            env=clean_env(HOME=str(tmp_path)))
-    try:
-        wait_for(lambda: "listening" in log.read_text(), 60, "the --no-spool service")
-    finally:
-        assert stop(proc) == 0
+    proc, _ = start_collector_exporter(
+        ["--listen", "127.0.0.1:0", "--no-spool", "--events-file",
+         str(tmp_path / "no-spool.jsonl")],
+        log, tmp_path / "spool", env={"HOME": str(tmp_path)})
+    assert stop(proc) == 0
     assert "no spool (requests acknowledged once in memory)" in log.read_text()
     assert not (tmp_path / "spool" / "lineage-spool").exists()

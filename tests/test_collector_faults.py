@@ -7,7 +7,6 @@ as lineage."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,13 +16,14 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from procs.otlp_tools import (
-    clean_env,
     free_port,
     port_open,
     read_events,
     request,
     span,
     sqlalchemy_statement,
+    start_collector_exporter,
+    start_otelcol,
     stop,
     wait_for,
 )
@@ -35,49 +35,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "otel-collector-config.yaml"
 
 
-@pytest.fixture(scope="module")
-def otelcol() -> Path:
-    """The project's Collector build; fails (never skips) with the script's output."""
-    script = ROOT / "scripts" / "provision_otelcol.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"the Collector could not be built by {script}:\n{proc.stderr[-4000:]}",
-                    pytrace=False)
-    return Path(proc.stdout.strip().splitlines()[-1])
-
-
 def start_exporter(tmp: Path, port: int, n: int) -> subprocess.Popen[Any]:
-    log = tmp / f"collector_exporter-{n}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector_exporter", "--listen", f"127.0.0.1:{port}",
-             "--events-file", str(tmp / "events.jsonl"), "--spool-dir", str(tmp / "spool")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=clean_env(HOME=str(tmp)))
-
-    def listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"collector_exporter exited:\n{log.read_text()}")
-        return "listening for OTLP traces" in log.read_text()
-
-    wait_for(listening, 60, "collector_exporter listening")
+    proc, _ = start_collector_exporter(
+        ["--listen", f"127.0.0.1:{port}", "--events-file", str(tmp / "events.jsonl"),
+         "--spool-dir", str(tmp / "spool")],
+        tmp / f"collector_exporter-{n}.log", tmp)
     return proc
 
 
 def test_collector_exporter_killed_and_restarted_behind_the_collector_loses_nothing(
-    otelcol: Path, tmp_path: Path
+    otelcol_binary: Path, tmp_path: Path
 ) -> None:
     lineage_port, grpc_port = free_port(), free_port()
     exporter = start_exporter(tmp_path, lineage_port, 0)
-    collector_log = tmp_path / "otelcol.log"
-    with collector_log.open("w") as out:
-        collector = subprocess.Popen(
-            [str(otelcol), "--config", str(CONFIG)], stdout=out, stderr=subprocess.STDOUT,
-            cwd=tmp_path, env=clean_env(
-                HOME=str(tmp_path), OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
-                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
-                OTELCOL_METRICS_PORT=str(free_port()),
-                LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
-                JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}"))
+    collector, collector_log = start_otelcol(
+        otelcol_binary, CONFIG, tmp_path, grpc_port=grpc_port, http_port=free_port(),
+        metrics_port=free_port(), lineage_port=lineage_port)
     accepted: list[tuple[int, int]] = []
     done = threading.Event()
 

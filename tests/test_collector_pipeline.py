@@ -10,7 +10,6 @@ in-process exporter gives for the same spans, run IDs included."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from procs.otlp_tools import (
     semconv_statement,
     span,
     sqlalchemy_statement,
+    start_collector_exporter,
+    start_otelcol,
     stop,
     wait_for,
 )
@@ -46,18 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PROCS = Path(__file__).parent / "procs"
 BIN = Path(sys.executable).parent
 CONFIG = ROOT / "otel-collector-config.yaml"
-LISTENING = re.compile(r"listening for OTLP traces on \S+ \(port (\d+), ")
-
-
-@pytest.fixture(scope="session")
-def otelcol_binary() -> Path:
-    """The project's Collector build; fails (never skips) with the script's output."""
-    script = ROOT / "scripts" / "provision_otelcol.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not proc.stdout.strip():
-        pytest.fail(f"the OpenTelemetry Collector could not be built by {script}:\n"
-                    f"{proc.stderr[-4000:]}", pytrace=False)
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 @dataclass
@@ -119,38 +108,15 @@ def start_pipeline(otelcol_binary: Path, tmp_path: Path) -> Iterator[StartPipeli
         events_file = tmp_path / "collector-path-events.jsonl"
         exporter_log = tmp_path / "collector_exporter.log"
         exporter_metrics = free_port()
-        with exporter_log.open("w") as out:
-            exporter = subprocess.Popen(
-                [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
-                 "--events-file", str(events_file), "--metrics-listen",
-                 f"127.0.0.1:{exporter_metrics}", "--stats-interval", "1", *exporter_args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                env=clean_env(HOME=str(tmp_path)),
-            )
+        exporter, lineage_port = start_collector_exporter(
+            ["--listen", "127.0.0.1:0", "--events-file", str(events_file), "--metrics-listen",
+             f"127.0.0.1:{exporter_metrics}", "--stats-interval", "1", *exporter_args],
+            exporter_log, tmp_path)
         procs.append(exporter)
-
-        def listening() -> int | None:
-            found = LISTENING.search(exporter_log.read_text())
-            if found is None and exporter.poll() is not None:
-                raise AssertionError(f"collector_exporter exited:\n{exporter_log.read_text()}")
-            return int(found.group(1)) if found else None
-
-        lineage_port = wait_for(listening, 60, "collector_exporter to listen")
         grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-        collector_log = tmp_path / "otelcol.log"
-        with collector_log.open("w") as out:
-            collector = subprocess.Popen(
-                [str(otelcol_binary), "--config", str(CONFIG)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                env=clean_env(
-                    HOME=str(tmp_path),
-                    OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
-                    OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{http_port}",
-                    OTELCOL_METRICS_PORT=str(metrics_port),
-                    LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
-                    JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}",  # nobody listens
-                ),
-            )
+        collector, collector_log = start_otelcol(
+            otelcol_binary, CONFIG, tmp_path, grpc_port=grpc_port, http_port=http_port,
+            metrics_port=metrics_port, lineage_port=lineage_port)
         procs.append(collector)
 
         def ready() -> bool:

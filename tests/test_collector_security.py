@@ -6,10 +6,6 @@ server's certificate gets nothing through, and the command line serves TLS for r
 from __future__ import annotations
 
 import logging
-import re
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,28 +13,21 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from procs.otlp_tools import clean_env, read_events, request, sqlalchemy_statement, stop, wait_for
+from procs.otlp_tools import (
+    read_events,
+    request,
+    self_signed_certificate,
+    sqlalchemy_statement,
+    start_collector_exporter,
+    stop,
+    wait_for,
+)
 
 from collector_exporter import ServiceSettings, build_server
 from otel_sqla_lineage.delivery import JsonLinesSink
 from otel_sqla_lineage.settings import LineageSettings
 
 TOKEN = "c0llect0r-t0ken-9a1f"
-
-
-def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost / 127.0.0.1, made by the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS tests need the openssl command line tool", pytrace=False)
-    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
 
 
 class Server:
@@ -110,8 +99,8 @@ def test_bearer_scheme_is_case_insensitive(scheme: str, servers: list[Server],
 def test_client_that_does_not_trust_the_certificate_gets_nothing_through(
     servers: list[Server], tmp_path: Path
 ) -> None:
-    cert, key = make_certificate(tmp_path, "server")
-    other_ca, _ = make_certificate(tmp_path, "other")
+    cert, key = self_signed_certificate(tmp_path, "server")
+    other_ca, _ = self_signed_certificate(tmp_path, "other")
     server = Server(tmp_path, tls_cert=cert, tls_key=key, bearer_token=TOKEN)
     servers.append(server)
     metadata = [("authorization", f"Bearer {TOKEN}")]
@@ -130,22 +119,16 @@ def test_client_that_does_not_trust_the_certificate_gets_nothing_through(
 
 @pytest.mark.subprocess
 def test_command_line_serves_tls_with_a_bearer_token_file(tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path, "cli")
+    cert, key = self_signed_certificate(tmp_path, "cli")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     events = tmp_path / "events.jsonl"
     log = tmp_path / "service.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector_exporter", "--listen", "127.0.0.1:0",
-             "--events-file", str(events), "--tls-cert", str(cert), "--tls-key", str(key),
-             "--bearer-token-file", str(token_file), "--log-level", "DEBUG"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-            env=clean_env(HOME=str(tmp_path)))
+    proc, port = start_collector_exporter(
+        ["--listen", "127.0.0.1:0", "--events-file", str(events), "--tls-cert", str(cert),
+         "--tls-key", str(key), "--bearer-token-file", str(token_file), "--log-level", "DEBUG"],
+        log, tmp_path)
     try:
-        found = wait_for(lambda: re.search(r"\(port (\d+), ", log.read_text()), 60,
-                         "the 'listening' log line")
-        port = int(found.group(1))
         trusting = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(f"localhost:{port}", trusting) as channel:
             stub = trace_service_pb2_grpc.TraceServiceStub(channel)

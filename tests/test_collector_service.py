@@ -6,8 +6,6 @@ bounded and counted."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -36,6 +34,7 @@ from procs.otlp_tools import (
     TRACE,
     read_events,
     request,
+    self_signed_certificate,
     semconv_statement,
     span,
     sqlalchemy_statement,
@@ -491,22 +490,8 @@ def test_bearer_token_is_required_when_configured(serve: Serve) -> None:
     assert stats["spans_received"] == 1  # refused requests were not read
 
 
-def make_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS test needs the openssl command line tool", pytrace=False)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
-
 def test_tls_with_a_self_signed_certificate(serve: Serve, tmp_path: Path) -> None:
-    cert, key = make_self_signed_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     served = serve(tls_cert=cert, tls_key=key, credentials=credentials, target="localhost")
     response = served.export(request([_good()]))
@@ -520,7 +505,7 @@ def test_tls_with_a_self_signed_certificate(serve: Serve, tmp_path: Path) -> Non
 
 
 def test_tls_and_bearer_token_together(serve: Serve, tmp_path: Path) -> None:
-    cert, key = make_self_signed_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     served = serve(tls_cert=cert, tls_key=key, bearer_token="tok", credentials=credentials,
                    target="localhost")

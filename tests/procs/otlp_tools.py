@@ -1,6 +1,7 @@
 """Helpers of the collector_exporter tests: OTLP spans crafted by hand (fixed ids and times,
 attributes as our instrumentor or a semconv-only instrumentation sets them), free loopback
-ports, waiting, and child processes that are always stopped.
+ports, waiting, child processes that are always stopped (collector_exporter and the
+Collector started as users start them), and a self-signed certificate.
 
 Imported by the tests as ``procs.otlp_tools`` (``tests/`` is on ``sys.path``).
 """
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +43,10 @@ SAMPLED_LOCAL = 0x101
 SAMPLED_REMOTE = 0x301
 
 T = TypeVar("T")
+
+COLLECTOR_EXPORTER = (sys.executable, "-m", "collector_exporter")
+# collector_exporter's log line once it serves; the port is the one bound (``--listen ...:0``)
+LISTENING = re.compile(r"listening for OTLP traces on \S+ \(port (\d+), ")
 
 
 def any_value(value: Any) -> AnyValue:
@@ -184,3 +192,70 @@ def metrics(port: int) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def start_collector_exporter(
+    options: Sequence[str], log: Path, cwd: Path, *,
+    command: Sequence[str] = COLLECTOR_EXPORTER, env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[Any], int]:
+    """collector_exporter in a child process (``command`` + ``options``), its output in
+    ``log``, in ``cwd`` with a clean environment (``HOME`` is ``cwd`` unless ``env`` says
+    otherwise; plus ``env``). Returns
+    once it logs that it listens: the process and its port. Fails with the log when it exits
+    first; stops it when it never says it listens."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([*command, *options], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=clean_env(**{"HOME": str(cwd), **(env or {})}))
+
+    def listening() -> int | None:
+        found = LISTENING.search(log.read_text())
+        if found is None and proc.poll() is not None:
+            raise AssertionError(f"collector_exporter exited {proc.returncode}:\n"
+                                 f"{log.read_text()}")
+        return int(found.group(1)) if found else None
+
+    try:
+        port = wait_for(listening, 60, "collector_exporter's 'listening' log line")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
+
+
+def start_otelcol(binary: Path, config: Path, cwd: Path, *, grpc_port: int, http_port: int,
+                  metrics_port: int, lineage_port: int) -> tuple[subprocess.Popen[Any], Path]:
+    """The real Collector running ``config`` (the project's otel-collector-config.yaml reads
+    its endpoints from these variables) on the given loopback ports, exporting lineage to
+    ``lineage_port``; Jaeger gets a port nobody listens on (its exporter just retries).
+    Returns the process and its log; the caller waits for what it needs to be ready."""
+    log = cwd / "otelcol.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(binary), "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
+            cwd=cwd, env=clean_env(
+                HOME=str(cwd),
+                OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
+                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{http_port}",
+                OTELCOL_METRICS_PORT=str(metrics_port),
+                LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
+                JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}",
+            ))
+    return proc, log
+
+
+def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 made by the openssl CLI: the cert
+    and key files. Fails (never skips) when openssl is missing."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        import pytest
+
+        pytest.fail("the TLS tests need the openssl command line tool", pytrace=False)
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
