@@ -27,12 +27,11 @@ from olspec import validate_event
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
-    ArrayValue,
     KeyValue,
-    KeyValueList,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from procs.otlp_tools import any_value
 
 from collector_exporter import ServiceSettings, build_server
 from collector_exporter.decode import decode_request
@@ -171,24 +170,6 @@ def span_views(draw: st.DrawFn) -> SpanView:
     )
 
 
-def _any_value(value: Any, depth: int = 0) -> AnyValue:
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[_any_value(v, depth + 1)
-                                                       for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[
-            KeyValue(key=str(k), value=_any_value(v, depth + 1)) for k, v in value.items()]))
-    return AnyValue(string_value=str(value))
-
-
 nested_values = st.recursive(
     scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                      st.dictionaries(st.text(max_size=5), inner, max_size=3)),
@@ -198,7 +179,7 @@ otlp_attributes = st.lists(
     st.tuples(st.one_of(st.sampled_from(KNOWN_KEYS), st.text(max_size=10)),
               st.one_of(nested_values, st.just(None))),
     max_size=8,
-).map(lambda pairs: [KeyValue(key=k, value=_any_value(v) if v is not None else AnyValue())
+).map(lambda pairs: [KeyValue(key=k, value=any_value(v) if v is not None else AnyValue())
                      for k, v in pairs])
 id_bytes = st.one_of(
     st.binary(min_size=0, max_size=20),

@@ -27,6 +27,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     ArrayValue,
     InstrumentationScope,
     KeyValue,
+    KeyValueList,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
@@ -50,14 +51,21 @@ LISTENING = re.compile(r"listening for OTLP traces on \S+ \(port (\d+), ")
 
 
 def any_value(value: Any) -> AnyValue:
+    """A Python value as OTLP's AnyValue: lists become arrays, dicts key/value lists, and
+    anything else without an OTLP type its ``str``."""
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):
         return AnyValue(int_value=value)
     if isinstance(value, float):
         return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
     if isinstance(value, (list, tuple)):
         return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=[
+            KeyValue(key=str(k), value=any_value(v)) for k, v in value.items()]))
     return AnyValue(string_value=str(value))
 
 
