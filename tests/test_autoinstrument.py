@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from autoinstrument_support import BOOK_APP_MODEL, console_spans
 from instrumentor_support import SQLA_VERSION
 
 pytestmark = pytest.mark.subprocess
@@ -35,25 +36,8 @@ CONTRACT_KEYS = (
     "db.sqlalchemy.source",
 )
 
-APP = textwrap.dedent(
+APP = "import json\n" + BOOK_APP_MODEL + textwrap.dedent(
     """
-    import json
-    import sys
-
-    import sqlalchemy
-    from sqlalchemy import Column, Integer, String, event, select
-    from sqlalchemy.orm import Session, declarative_base
-
-    Base = declarative_base()
-
-
-    class Book(Base):
-        __tablename__ = "books"
-        id = Column(Integer, primary_key=True)
-        title = Column(String(50), nullable=False)
-
-
-    engine = sqlalchemy.create_engine("sqlite:///" + sys.argv[1])
     executed = []
     event.listen(engine, "before_cursor_execute",
                  lambda conn, cursor, statement, *rest: executed.append(statement))
@@ -130,19 +114,7 @@ def _run_app(tmp_path: Path, *, disabled: str | None = None,
     assert proc.returncode == 0, proc.stderr[-4000:]
     reports = [line for line in proc.stderr.splitlines() if line.startswith("APP-REPORT ")]
     assert len(reports) == 1, proc.stderr[-4000:]
-    return _console_spans(proc.stdout), json.loads(reports[0].removeprefix("APP-REPORT "))
-
-
-def _console_spans(stdout: str) -> list[dict]:
-    """The JSON objects ConsoleSpanExporter printed, one per span."""
-    decoder = json.JSONDecoder()
-    spans, index = [], 0
-    while True:
-        index = stdout.find("{", index)
-        if index < 0:
-            return spans
-        span, index = decoder.raw_decode(stdout, index)
-        spans.append(span)
+    return console_spans(proc.stdout), json.loads(reports[0].removeprefix("APP-REPORT "))
 
 
 def _statement_spans(spans: list[dict], report: dict) -> list[dict]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from autoinstrument_support import console_spans
 from instrumentor_support import SQLA_VERSION
 from procs.otlp_tools import clean_env, stop, wait_for
 
@@ -259,13 +260,9 @@ def test_the_failed_loan_names_the_constraint_without_the_row(bookshop):
 
 def test_runs_are_the_request_spans(bookshop):
     """Each request's run ID comes from its Flask server span's trace and span IDs."""
-    spans = []
-    decoder, index = json.JSONDecoder(), 0
-    while (index := bookshop.stdout.find("{", index)) >= 0:
-        span, index = decoder.raw_decode(bookshop.stdout, index)
-        spans.append(span)
     server_spans = {
-        span["name"]: span for span in spans if span["kind"] == "SpanKind.SERVER"
+        span["name"]: span for span in console_spans(bookshop.stdout)
+        if span["kind"] == "SpanKind.SERVER"
     }
     post_books = server_spans["POST /books"]
     trace_id = int(post_books["context"]["trace_id"], 16)

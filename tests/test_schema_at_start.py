@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from autoinstrument_support import BOOK_APP_MODEL
 from conftest import Traced, make_traced
 from olspec import validate_event
 from sqlalchemy import Column, ForeignKey, Integer, String, Table, event
@@ -231,22 +232,7 @@ def test_announced_datasets_are_the_datasets_of_the_run_events(
         lineage.traced.provider.shutdown()
 
 
-AUTO_APP = """
-import sys
-import sqlalchemy
-from sqlalchemy import Column, Integer, String, select
-from sqlalchemy.orm import Session, declarative_base
-
-Base = declarative_base()
-
-
-class Book(Base):
-    __tablename__ = "books"
-    id = Column(Integer, primary_key=True)
-    title = Column(String(50), nullable=False)
-
-
-engine = sqlalchemy.create_engine("sqlite:///" + sys.argv[1])
+AUTO_APP = BOOK_APP_MODEL + """
 Base.metadata.create_all(engine)
 with Session(engine) as session:
     session.add(Book(id=1, title="Dune"))
