@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from autoinstrument_support import console_spans
 from olspec import validate_event
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -125,6 +126,22 @@ def check_lineage_and_traces(
             assert sampled_flag(job["traceparent"]) == 0
 
 
+def run_billing_jobs(provider: TracerProvider, lineage: OpenLineageSpanExporter,
+                     tmp_path: Path) -> list[dict[str, Any]]:
+    """The workload of ``JOBS`` jobs on a SQLite file, traced by ``provider`` with ``lineage``
+    fed both ways (sampled spans and, through UnsampledSpanProcessor, the others)."""
+    provider.add_span_processor(BatchSpanProcessor(lineage))
+    provider.add_span_processor(UnsampledSpanProcessor(lineage))
+    instrumentor = SQLAlchemyLineageInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
+        return run_jobs(engine, provider.get_tracer("billing"), JOBS)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()  # the lineage exporter emits what it holds and delivers it
+
+
 def test_every_job_has_lineage_and_only_sampled_traces_are_exported(tmp_path: Path) -> None:
     traces = InMemorySpanExporter()
     events_file = tmp_path / "events.jsonl"
@@ -135,16 +152,7 @@ def test_every_job_has_lineage_and_only_sampled_traces_are_exported(tmp_path: Pa
         id_generator=SeededIds(9),
     )
     provider.add_span_processor(BatchSpanProcessor(traces))
-    provider.add_span_processor(BatchSpanProcessor(lineage))
-    provider.add_span_processor(UnsampledSpanProcessor(lineage))
-    instrumentor = SQLAlchemyLineageInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
-        jobs = run_jobs(engine, provider.get_tracer("billing"), JOBS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()  # the lineage exporter emits what it holds and delivers it
+    jobs = run_billing_jobs(provider, lineage, tmp_path)
 
     exported = traces.get_finished_spans()
     check_lineage_and_traces(
@@ -170,16 +178,7 @@ def test_without_the_wrapper_sampled_out_jobs_have_no_lineage(tmp_path: Path) ->
     lineage = OpenLineageSpanExporter(sink=JsonLinesSink(events_file))
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(RATIO)),
                               id_generator=SeededIds(9))
-    provider.add_span_processor(BatchSpanProcessor(lineage))
-    provider.add_span_processor(UnsampledSpanProcessor(lineage))
-    instrumentor = SQLAlchemyLineageInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'billing.db'}")
-        jobs = run_jobs(engine, provider.get_tracer("billing"), JOBS)
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
+    jobs = run_billing_jobs(provider, lineage, tmp_path)
     runs = {e["run"]["runId"] for e in read_events(events_file)
             if e["job"]["name"].endswith(".settle_orders")}
     sampled = [j for j in jobs if ratio_samples(int(j["trace_id"], 16))]
@@ -301,18 +300,6 @@ def test_opentelemetry_instrument_with_the_sampler_from_the_environment(tmp_path
     traced = {span["context"]["trace_id"].removeprefix("0x")
               for span in console_spans(result.stdout)}
     check_lineage_and_traces(jobs, read_events(events_file), traced)
-
-
-def console_spans(stdout: str) -> list[dict[str, Any]]:
-    """The JSON objects the SDK's ConsoleSpanExporter printed, one per span."""
-    decoder = json.JSONDecoder()
-    spans, index = [], 0
-    while True:
-        index = stdout.find("{", index)
-        if index < 0:
-            return spans
-        span, index = decoder.raw_decode(stdout, index)
-        spans.append(span)
 
 
 def tail_sampling_overlay() -> dict[str, Any]:
