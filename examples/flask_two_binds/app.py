@@ -62,30 +62,14 @@ def create_app(books_url: str, users_url: str) -> Flask:
     @app.post("/users")
     def register_user() -> tuple[dict[str, Any], int]:
         body = _fields("name", "email")
-        user = User(name=body["name"], email=body["email"])
-        db.session.add(user)
-        try:
-            db.session.flush()
-        except IntegrityError:
-            db.session.rollback()
-            return {"error": "a user with this email exists"}, 409
-        user_id = user.id
-        db.session.commit()
-        return {"id": user_id}, 201
+        return _add_new(User(name=body["name"], email=body["email"]),
+                        "a user with this email exists")
 
     @app.post("/books")
     def add_book() -> tuple[dict[str, Any], int]:
         body = _fields("title", "author", "copies")
-        book = Book(title=body["title"], author=body["author"], copies=int(body["copies"]))
-        db.session.add(book)
-        try:
-            db.session.flush()
-        except IntegrityError:
-            db.session.rollback()
-            return {"error": "a book with this title exists"}, 409
-        book_id = book.id
-        db.session.commit()
-        return {"id": book_id}, 201
+        return _add_new(Book(title=body["title"], author=body["author"],
+                             copies=int(body["copies"])), "a book with this title exists")
 
     @app.get("/books")
     def list_books() -> dict[str, Any]:
@@ -123,6 +107,20 @@ def create_app(books_url: str, users_url: str) -> Flask:
                           for loan in loans]}
 
     return app
+
+
+def _add_new(row: User | Book, duplicate: str) -> tuple[dict[str, Any], int]:
+    """Inserts ``row``: 201 with its id, or 409 saying ``duplicate`` when a unique constraint
+    refuses it (handled, so the request's run completes)."""
+    db.session.add(row)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return {"error": duplicate}, 409
+    row_id = row.id
+    db.session.commit()
+    return {"id": row_id}, 201
 
 
 def _fields(*names: str) -> dict[str, Any]:
