@@ -31,13 +31,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+from _common import json_from_child
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 VARIANTS = ("healthy", "refused", "hanging", "http503")
@@ -102,16 +103,9 @@ def child(requests: int, warmup: int) -> None:
 
 
 def run_child(url: str, requests: int, warmup: int) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))}
     with tempfile.TemporaryDirectory() as spool:
-        env.update(OPENLINEAGE_URL=url, OTEL_SQLA_LINEAGE_SPOOL_DIR=spool)
-        result = subprocess.run(
-            [sys.executable, __file__, "--child", str(requests), "--warmup", str(warmup)],
-            capture_output=True, text=True, env=env, timeout=600)
-    if result.returncode != 0:
-        raise SystemExit(f"child failed:\n{result.stderr[-3000:]}")
-    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return out
+        return json_from_child([__file__, "--child", str(requests), "--warmup", str(warmup)],
+                               600, OPENLINEAGE_URL=url, OTEL_SQLA_LINEAGE_SPOOL_DIR=spool)
 
 
 def main(argv: list[str] | None = None) -> int:

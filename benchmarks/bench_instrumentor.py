@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -41,9 +40,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy
+from _common import KeepSpans, exit_with, median
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from sqlalchemy import Column, Integer, String, bindparam, insert, select
 from sqlalchemy.orm import Session, declarative_base
 
@@ -69,25 +69,6 @@ class User(Base):
 
 
 users = User.__table__
-
-
-class KeepSpans(SpanProcessor):
-    """Minimal work per span: keep a reference (checked after the timed loop)."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 @contextmanager
@@ -216,10 +197,6 @@ def check_spans(kind: str, variant: str, spans: list[ReadableSpan], n: int) -> N
         assert len(with_source) == n, f"{where}: {len(with_source)}/{n} spans carry {SOURCE}"
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Per-statement overhead: none vs upstream vs upstream+ours (c/b).",
@@ -288,8 +265,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except AssertionError as exc:  # the variants did not produce the spans they should
-        print(f"span check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main, "span check failed")  # the variants did not produce the spans they should

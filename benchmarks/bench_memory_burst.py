@@ -20,11 +20,10 @@ import argparse
 import json
 import os
 import resource
-import socket
-import subprocess
-import sys
 import tempfile
 import time
+
+from _common import free_port, json_from_child
 
 
 def child(spans: int) -> None:
@@ -67,23 +66,10 @@ def child(spans: int) -> None:
     os._exit(0)  # the backend stays down: do not wait out shutdown's retries
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def measure(spans: int, spool_dir: str) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))}
-    env.update(OPENLINEAGE_URL=f"http://127.0.0.1:{free_port()}",
-               OTEL_SQLA_LINEAGE_SPOOL_DIR=spool_dir)
-    result = subprocess.run([sys.executable, __file__, "--child", str(spans)],
-                            capture_output=True, text=True, env=env, timeout=3600)
-    if result.returncode != 0:
-        raise SystemExit(f"child failed:\n{result.stderr[-3000:]}")
-    out: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
-    return out
+    return json_from_child([__file__, "--child", str(spans)], 3600,
+                           OPENLINEAGE_URL=f"http://127.0.0.1:{free_port()}",
+                           OTEL_SQLA_LINEAGE_SPOOL_DIR=spool_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from _common import KeepSpans
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 import otel_sqla_lineage.instrumentor as instrumentor_module
 from otel_sqla_lineage import SQLAlchemyLineageInstrumentor
@@ -47,23 +48,6 @@ metadata = sa.MetaData()
 users = sa.Table("users", metadata, sa.Column("id", sa.Integer, primary_key=True),
                  sa.Column("name", sa.String(50)), sa.Column("api_token", sa.String(50)))
 SECRET_SQL = "UPDATE users SET api_token = 'tok-bench' WHERE id = :id"
-
-
-class KeepSpans(SpanProcessor):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 @contextmanager

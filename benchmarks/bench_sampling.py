@@ -39,7 +39,6 @@ import argparse
 import gc
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _common import exit_with, median
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -222,10 +222,6 @@ class Measurement:
         return runs, traced
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Cost of recording sampled-out spans for lineage: O/C (target <= 0.25).")
@@ -283,8 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except AssertionError as exc:  # a variant did not produce the output it should
-        print(f"check failed: {exc}", file=sys.stderr)
-        sys.exit(1)
+    exit_with(main)  # a variant did not produce the output it should: one line, exit 1
