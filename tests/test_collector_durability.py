@@ -176,6 +176,15 @@ def logged_traces(directory: Path) -> list[set[int]]:
     return out
 
 
+def send_complete_traces(service: LineageTraceService, trace_ids: range) -> None:
+    """One request per trace: a job and its SELECT, nothing left to hold."""
+    for trace_id in trace_ids:
+        service.Export(request([
+            sqlalchemy_statement(0x11, 0x22, operation="SELECT", read=("books",),
+                                 trace_id=trace_id),
+            span(0x22, "job", trace_id=trace_id)]), Context())
+
+
 def test_request_log_is_cut_when_nothing_is_held_and_compacted_to_held_traces(
     tmp_path: Path
 ) -> None:
@@ -185,24 +194,14 @@ def test_request_log_is_cut_when_nothing_is_held_and_compacted_to_held_traces(
                                   request_log_max_bytes=1024 * 1024, checkpoint_interval=None)
     requests = tmp_path / "spool" / "requests"
     try:
-        for k in range(1, 50):
-            trace_id = 0x100 + k
-            service.Export(request([
-                sqlalchemy_statement(0x11, 0x22, operation="SELECT", read=("books",),
-                                     trace_id=trace_id),
-                span(0x22, "job", trace_id=trace_id)]), Context())
+        send_complete_traces(service, range(0x101, 0x100 + 50))
         assert len(logged_traces(requests)) == 49  # acknowledged = logged
         assert service.checkpoint()  # nothing held: every event spooled, the log cut
         assert logged_traces(requests) == []
         # a statement whose parent has not come yet, then a lot of complete traces
         service.Export(request([sqlalchemy_statement(0x31, 0x32, operation="UPDATE",
                                                      written=("books",))]), Context())
-        for k in range(1, 800):
-            trace_id = 0x1000 + k
-            service.Export(request([
-                sqlalchemy_statement(0x11, 0x22, operation="SELECT", read=("books",),
-                                     trace_id=trace_id),
-                span(0x22, "job", trace_id=trace_id)]), Context())
+        send_complete_traces(service, range(0x1001, 0x1000 + 800))
         assert service.stats()["held"] == 1
         # past the compaction size (a quarter of the maximum): only the held trace's
         # spans are carried forward
