@@ -76,7 +76,8 @@ def measure(kind: str, variant: str, provider: TracerProvider, keep: KeepSpans,
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(users.insert(), [{"id": i, "name": f"u{i}"} for i in range(1, 101)])
-    with variant_of(variant), engine.connect() as conn:
+    # one transaction rolled back at the end (Connection.rollback() is 2.0-style only)
+    with variant_of(variant), engine.connect() as conn, conn.begin() as transaction:
         run = workload(kind, conn)
         with tracer.start_as_current_span("warmup"):
             for i in range(WARMUP):
@@ -89,7 +90,7 @@ def measure(kind: str, variant: str, provider: TracerProvider, keep: KeepSpans,
                 for i in range(start, min(start + 50, n)):
                     run(i)
         elapsed = time.perf_counter() - started
-        conn.rollback()
+        transaction.rollback()
     engine.dispose()
     check(kind, variant, keep.spans)
     keep.spans.clear()
