@@ -122,7 +122,7 @@ _WORD_CHARS = re.compile(r"[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*")
 _NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _PLACEHOLDER_RE = re.compile(r"\$\d+|%\([A-Za-z_][A-Za-z0-9_]*\)s|%s|\?|:[A-Za-z_]\w*")
-_OPERATORS = ("<=>", "->>", "#>>", "<>", "!=", "<=", ">=", "==", "::", "||", "->", "#>")
+_OPERATOR_RE = re.compile(r"<=>|->>|#>>|<>|!=|<=|>=|==|::|\|\||->|#>")  # longest first
 
 
 def _tokens(sql: str) -> Iterator[_Token]:
@@ -187,7 +187,8 @@ def _tokens(sql: str) -> Iterator[_Token]:
                 yield _Token(_WORD, m.group(0).upper(), i, m.end())
                 i = m.end()
                 continue
-            op = next((o for o in _OPERATORS if sql.startswith(o, i)), c)
+            m = _OPERATOR_RE.match(sql, i)
+            op = m.group(0) if m else c
             yield _Token(_PUNCT, op, i, i + len(op))
             i += len(op)
 
@@ -230,6 +231,7 @@ _NOT_CALLS = _EXPRESSION_ENDS | _COMPARISONS | frozenset({"ROW", "BY", "NOT", "E
                                                           "ALL", "SOME"})
 _CASTS = frozenset({"CAST", "TRY_CAST", "SAFE_CAST"})
 _MAX_WRAPPERS: Final = 8
+_DIRECT_WALK: Final = 48
 
 
 def _is_sensitive_token(token: _Token) -> bool:
@@ -261,18 +263,21 @@ class _Statement:
         stack: list[int] = []
         cases: list[int] = []
         for i, token in enumerate(tokens):
-            if _is_punct(token, "("):
-                stack.append(i)
-            elif _is_punct(token, ")") and stack:
-                j = stack.pop()
-                self.closing[j] = i
-                self.opening[i] = j
-            elif _is_word(token, "CASE"):
-                cases.append(i)
-            elif _is_word(token, "END") and cases:
-                j = cases.pop()
-                self.case_end[j] = i
-                self.case_start[i] = j
+            kind, text = token.kind, token.text
+            if kind == _PUNCT:
+                if text == "(":
+                    stack.append(i)
+                elif text == ")" and stack:
+                    j = stack.pop()
+                    self.closing[j] = i
+                    self.opening[i] = j
+            elif kind == _WORD:
+                if text == "CASE":
+                    cases.append(i)
+                elif text == "END" and cases:
+                    j = cases.pop()
+                    self.case_end[j] = i
+                    self.case_start[i] = j
         # index ranges [a, b) whose literals are redacted
         self.ranges: list[tuple[int, int]] = []
         self._next_end: list[int] | None = None
@@ -285,38 +290,82 @@ class _Statement:
     def expression_end(self, j: int) -> int:
         """The first index from ``j`` on, at ``j``'s parenthesis level, that ends an
         operand (:data:`_EXPRESSION_ENDS`); parenthesised groups and ``CASE … END`` are
-        stepped over whole. Computed for all indexes at once, on first use."""
+        stepped over whole. Walked directly for short operands; past a few dozen tokens,
+        computed for all indexes at once (so many columns in one long operand stay linear)."""
         if self._next_end is None:
+            found = self._walk_to_end(j)
+            if found is not None:
+                return found
+
             tokens, n = self.tokens, len(self.tokens)
             after = [n] * (n + 1)
             for i in range(n - 1, -1, -1):
-                token = tokens[i]
-                if _is_punct(token, "("):
+                kind, text = tokens[i].kind, tokens[i].text
+                if kind == _PUNCT and text == "(":
                     close = self.closing.get(i)
                     after[i] = n if close is None else after[close + 1]
-                elif token.kind == _WORD and i in self.case_end:
+                elif kind == _WORD and i in self.case_end:
                     after[i] = after[self.case_end[i] + 1]
-                elif _ends_expression(token):
+                elif kind in (_WORD, _PUNCT) and text in _EXPRESSION_ENDS:
                     after[i] = i
                 else:
                     after[i] = after[i + 1]
             self._next_end = after
         return self._next_end[j]
 
+    def _walk_to_end(self, j: int) -> int | None:
+        tokens, n = self.tokens, len(self.tokens)
+        for _ in range(_DIRECT_WALK):
+            if j >= n:
+                return n
+            kind, text = tokens[j].kind, tokens[j].text
+            if kind == _PUNCT and text == "(":
+                close = self.closing.get(j)
+                if close is None:
+                    return n
+                j = close + 1
+            elif kind == _WORD and j in self.case_end:
+                j = self.case_end[j] + 1
+            elif kind in (_WORD, _PUNCT) and text in _EXPRESSION_ENDS:
+                return j
+            else:
+                j += 1
+        return None
+
+    def _walk_to_start(self, k: int) -> int | None:
+        tokens = self.tokens
+        for _ in range(_DIRECT_WALK):
+            if k < 0:
+                return 0
+            kind, text = tokens[k].kind, tokens[k].text
+            if k in self.opening:
+                k = self.opening[k] - 1
+            elif k in self.case_start:
+                k = self.case_start[k] - 1
+            elif kind in (_WORD, _PUNCT) and (text == "(" or text in _EXPRESSION_ENDS):
+                return k + 1
+            else:
+                k -= 1
+        return None
+
     def expression_start(self, k: int) -> int:
         """The first index of the operand that ends at ``k`` (the mirror image of
         :meth:`expression_end`; an unmatched ``(`` ends it too)."""
         if self._previous_end is None:
-            tokens = self.tokens
+            found = self._walk_to_start(k)
+            if found is not None:
+                return found
+
             before: list[int] = []
-            for i, token in enumerate(tokens):
+            for i, token in enumerate(self.tokens):
+                kind, text = token.kind, token.text
                 if i in self.opening:
                     o = self.opening[i]
                     before.append(before[o - 1] if o > 0 else -1)
                 elif i in self.case_start:
                     c = self.case_start[i]
                     before.append(before[c - 1] if c > 0 else -1)
-                elif _is_punct(token, "(") or _ends_expression(token):
+                elif kind in (_WORD, _PUNCT) and (text == "(" or text in _EXPRESSION_ENDS):
                     before.append(i)
                 else:
                     before.append(before[i - 1] if i > 0 else -1)
