@@ -13,13 +13,14 @@ redacted when it is
 * the value of a sensitive column in ``INSERT INTO t (cols) VALUES (...), (...)`` or
   ``INSERT INTO t (cols) SELECT ...`` (by position), or in a row value ``(a, col) = (x, y)``
   / ``= ROW(…)`` / ``= (SELECT …)`` (``SET (a, col) = …`` too; by position);
-* in the operand after ``sensitive_col <op>`` (``=``, ``<>``, ``LIKE``, ``IN``, ``IS NOT
-  DISTINCT FROM``, ``BETWEEN … AND …``, … and ``SET col = …``): every literal up to the next
-  ``,``, ``)``, ``;``, ``AND``/``OR`` or clause keyword (:data:`_EXPRESSION_ENDS`) at the
-  operand's own parenthesis level, so ``'a' || 'x'``, ``crypt('x', gen_salt('bf'))`` and
-  ``CASE WHEN … THEN 'x' END`` lose all of theirs. The column may be wrapped: ``::type``,
-  ``->'key'``, ``CAST(col AS type)`` and the call or parenthesis around it (``lower(col)``,
-  ``coalesce(col, 'x')``, ``(col)``) are stepped over;
+* in the operand after ``sensitive_col <op>`` (``=``, ``<>``, ``~``, ``@>``, ``LIKE``,
+  ``IN``, ``= ANY``, ``IS NOT DISTINCT FROM``, ``BETWEEN … AND …``, … and ``SET col = …``;
+  :data:`_COMPARISONS`): every literal up to the next ``,``, ``)``, ``;``, ``AND``/``OR``
+  or clause keyword (:data:`_EXPRESSION_ENDS`) at the operand's own parenthesis level, so
+  ``'a' || 'x'``, ``crypt('x', gen_salt('bf'))`` and ``CASE WHEN … THEN 'x' END`` lose
+  all of theirs. The column may be wrapped: ``::type``, ``->'key'``, ``[1]``, ``CAST(col
+  AS type)`` and the call or parenthesis around it (``lower(col)``, ``coalesce(col,
+  'x')``, ``(col)``) are stepped over;
 * in the operand before ``<op> sensitive_col`` (``'a' || 'x' = lower(secret)``), back to
   the previous such boundary;
 * the value after a sensitive keyword with no operator (``PASSWORD 'x'`` in ``ALTER
@@ -27,8 +28,9 @@ redacted when it is
 
 String literals are ``'…'`` (``''`` escaped; backslash escapes for MySQL and ``E'…'``),
 ``$$…$$``/``$tag$…$tag$`` (PostgreSQL) and numbers; identifiers may be quoted with
-``"…"``, backticks or ``[…]``. Results are cached per SQL string, and SQL with no quote,
-dollar sign or sensitive word returns at once: the per-statement cost is a cache look-up.
+``"…"``, backticks or ``[…]`` (``ARRAY[…]`` and subscripts excepted). Results are cached
+per SQL string, and SQL with no quote, dollar sign or sensitive word returns at once: the
+per-statement cost is a cache look-up.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ _WORD_CHARS = re.compile(r"[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*")
 _NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _PLACEHOLDER_RE = re.compile(r"\$\d+|%\([A-Za-z_][A-Za-z0-9_]*\)s|%s|\?|:[A-Za-z_]\w*")
-_OPERATOR_RE = re.compile(r"<=>|->>|#>>|<>|!=|<=|>=|==|::|\|\||->|#>")  # longest first
+_OPERATOR_RE = re.compile(  # longest first
+    r"<=>|->>|#>>|!~\*|<>|!=|<=|>=|==|::|\|\||->|#>|!~|~\*|@>|<@|&&")
 
 
 def _tokens(sql: str) -> Iterator[_Token]:
@@ -158,6 +161,9 @@ def _tokens(sql: str) -> Iterator[_Token]:
                 j = m.end() if m else i + 1
                 yield _Token(_PLACEHOLDER if m else _PUNCT, sql[i:j], i, j)
                 i = j
+        elif c == "[" and _opens_array(sql, i):
+            yield _Token(_PUNCT, c, i, i + 1)
+            i += 1
         elif c in "\"`[":
             closing = {"\"": "\"", "`": "`", "[": "]"}[c]
             j = i + 1
@@ -193,6 +199,18 @@ def _tokens(sql: str) -> Iterator[_Token]:
             i += len(op)
 
 
+def _opens_array(sql: str, i: int) -> bool:
+    """The ``[`` at ``i`` opens PostgreSQL's ``ARRAY['a', 'b']`` or a subscript (``tags[1]``,
+    ``f(x)[1]``), not a bracket-quoted identifier (``[Token]``)."""
+    if i > 0 and (sql[i - 1].isalnum() or sql[i - 1] in "_)]"):
+        return True
+    k = i
+    while k > 0 and sql[k - 1].isspace():
+        k -= 1
+    return k >= 5 and sql[k - 5:k].upper() == "ARRAY" and (
+        k == 5 or not (sql[k - 6].isalnum() or sql[k - 6] == "_"))
+
+
 def _string_end(sql: str, quote: int, *, backslash: bool) -> int:
     """Index after the string literal opening at ``quote`` (``''`` and, where the dialect
     has them, ``\\'`` escapes)."""
@@ -215,7 +233,8 @@ def _string_end(sql: str, quote: int, *, backslash: bool) -> int:
 
 _COMPARISONS = frozenset({"=", "==", "<>", "!=", "<", ">", "<=", ">=", "<=>", "LIKE", "ILIKE",
                           "IN", "IS", "NOT", "REGEXP", "RLIKE", "GLOB", "SIMILAR", "TO", ":=",
-                          "BETWEEN", "SYMMETRIC", "DISTINCT"})  # + FROM after DISTINCT
+                          "BETWEEN", "SYMMETRIC", "DISTINCT", "ANY", "ALL", "SOME",
+                          "~", "~*", "!~", "!~*", "@>", "<@", "&&"})  # + FROM after DISTINCT
 _TYPED_LITERAL_PREFIXES = frozenset({"E", "N", "B", "X", "DATE", "TIME", "TIMESTAMP",
                                      "INTERVAL", "BINARY", "_UTF8MB4", "_UTF8"})
 _CLAUSE_ENDS = frozenset({"FROM", "WHERE", "RETURNING", "ON", "UNION", "EXCEPT", "INTERSECT",
@@ -227,8 +246,7 @@ _EXPRESSION_ENDS = _CLAUSE_ENDS | frozenset({
 })
 _JSON_KEY_OPERATORS = frozenset({"->", "->>", "#>", "#>>"})
 # a word before "(" that makes it a plain parenthesis (a row value), not a function call
-_NOT_CALLS = _EXPRESSION_ENDS | _COMPARISONS | frozenset({"ROW", "BY", "NOT", "EXISTS", "ANY",
-                                                          "ALL", "SOME"})
+_NOT_CALLS = _EXPRESSION_ENDS | _COMPARISONS | frozenset({"ROW", "BY", "EXISTS"})
 _CASTS = frozenset({"CAST", "TRY_CAST", "SAFE_CAST"})
 _MAX_WRAPPERS: Final = 8
 _DIRECT_WALK: Final = 48
@@ -452,7 +470,7 @@ def _past_operator(tokens: list[_Token], k: int) -> tuple[int, bool]:
 
 def _wrapped(stmt: _Statement, i: int, first: int) -> tuple[int, int]:
     """Step over what wraps the column at ``i`` (its first token at ``first``): ``::type``,
-    ``->'key'``, ``CAST(col AS type)``, the closing ``)`` of ``lower(col)``, ``(col)`` or
+    ``->'key'``, ``[1]``, ``CAST(col AS type)``, the closing ``)`` of ``lower(col)``, ``(col)`` or
     ``coalesce(col, …)``. Returns the index after it and the index before it. A row value
     ``(a, col)`` is not stepped over (:func:`_row_values` reads it by position)."""
     tokens, n = stmt.tokens, len(stmt.tokens)
@@ -465,6 +483,12 @@ def _wrapped(stmt: _Statement, i: int, first: int) -> tuple[int, int]:
             after = _past_type(stmt, after + 1)
         elif token.kind == _PUNCT and token.text in _JSON_KEY_OPERATORS and after + 1 < n:
             after += 2
+        elif _is_punct(token, "["):  # a subscript: tokens[1], tags[1:2]
+            close = next((k for k in range(after + 1, min(after + _MAX_WRAPPERS, n))
+                          if _is_punct(tokens[k], "]")), None)
+            if close is None:
+                break
+            after = close + 1
         elif _is_word(token, "AS") and start >= 2 and _is_punct(tokens[start - 1], "(") and (
             tokens[start - 2].kind == _WORD and tokens[start - 2].text in _CASTS
         ):

@@ -162,6 +162,14 @@ OPERAND_BOUNDARIES = {
     "row-value-in-list": (
         "SELECT id FROM u WHERE (name, token) IN (('bob', 'hunter2')) AND note = 'kept'",
         "SELECT id FROM u WHERE (name, token) IN (('***', '***')) AND note = 'kept'"),
+    "array-subscript-and-regex-operators": (
+        "SELECT id FROM u WHERE password = ANY(ARRAY['a', 'hunter2']) AND tokens[1] ~* 'h.*' "
+        "AND api_tokens @> ARRAY ['abc123'] AND tags && ARRAY['kept'] AND [Name] = 'bob'",
+        "SELECT id FROM u WHERE password = ANY(ARRAY['***', '***']) AND tokens[1] ~* '***' "
+        "AND api_tokens @> ARRAY ['***'] AND tags && ARRAY['kept'] AND [Name] = 'bob'"),
+    "literal-compared-with-any": (
+        "SELECT id FROM u WHERE 'hunter2' = ANY(u.passwords) OR name = 'bob'",
+        "SELECT id FROM u WHERE '***' = ANY(u.passwords) OR name = 'bob'"),
     "insert-on-conflict": (
         "INSERT INTO users (name, password) VALUES ('bob', 'x1') ON CONFLICT (name) "
         "DO UPDATE SET password = 'x' || 'y', note = 'kept' RETURNING id",
