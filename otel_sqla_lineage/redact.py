@@ -430,7 +430,7 @@ def _sensitive_literals(tokens: list[_Token]) -> set[int]:
 def _column_operands(stmt: _Statement, i: int, first: int) -> None:
     """Mark the operands compared with the sensitive column at ``i`` (its first token at
     ``first``): ``col <op> …`` up to where the operand ends, ``… <op> col`` back to where
-    it starts, ``(…, col) = (…, x)`` by position, and ``PASSWORD 'x'`` (no operator)."""
+    it starts, and ``PASSWORD 'x'`` (no operator; row values: :func:`_row_values`)."""
     tokens = stmt.tokens
     after, before = _wrapped(stmt, i, first)
     j, between = _past_operator(tokens, after)
