@@ -47,6 +47,10 @@ class ColumnSnapshot:
     size: int | None = None  # integers: 2, 4 or 8 bytes
     values: tuple[str, ...] | None = None  # enums
     comment: str | None = None
+    # a value comes when an INSERT leaves the column out: default=, server_default= (also
+    # Identity(), Computed()) or the table's autoincrement integer primary key. Snapshots
+    # written before this field: False (an added NOT NULL column then counts as breaking)
+    has_default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +215,9 @@ def snapshot(found: FoundModels, dialect: Any = None, source: str = "") -> Model
 
 def table_snapshot(table: Table, dialect: Any, mapped_classes: Sequence[str] = ()) -> TableSnapshot:
     primary_key = tuple(str(c.name) for c in table.primary_key.columns)
-    columns = tuple(_column(c, dialect, c.name in primary_key) for c in table.columns)
+    autoincrement = _autoincrement_column(table)
+    columns = tuple(_column(c, dialect, c.name in primary_key, c is autoincrement)
+                    for c in table.columns)
     fks = []
     for constraint in sorted(table.foreign_key_constraints, key=lambda c: list(c.column_keys)):
         elements = list(constraint.elements)
@@ -246,7 +252,20 @@ def _referred_column(element: Any) -> str:
         return str(element.target_fullname).rsplit(".", 1)[-1]
 
 
-def _column(column: Any, dialect: Any, primary_key: bool) -> ColumnSnapshot:
+def _autoincrement_column(table: Table) -> Any:
+    """The integer primary key the database numbers itself (SERIAL, AUTOINCREMENT, IDENTITY),
+    as SQLAlchemy decides it for CREATE TABLE; None when there is none."""
+    try:
+        if hasattr(type(table), "autoincrement_column"):  # public since SQLAlchemy 2.0
+            return table.autoincrement_column
+        return table._autoincrement_column
+    except Exception:  # undecidable (autoincrement=True on a string key raises): none
+        return None
+
+
+def _column(
+    column: Any, dialect: Any, primary_key: bool, autoincrement: bool = False
+) -> ColumnSnapshot:
     type_ = column.type
     base = _base_type(type_)
     family, size = _family(base)
@@ -266,6 +285,8 @@ def _column(column: Any, dialect: Any, primary_key: bool) -> ColumnSnapshot:
         size=size,
         values=values,
         comment=column.comment,
+        has_default=autoincrement or column.default is not None
+        or column.server_default is not None,
     )
 
 

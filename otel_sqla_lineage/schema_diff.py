@@ -3,9 +3,11 @@
 Breaking (what a downstream reader or an existing writer would trip over): a dropped
 table or column, a probable rename of either (a dropped and an added column of the same
 type in one table; a dropped and an added table with the same columns), a narrowed type
-(shorter string, smaller integer, less numeric precision or scale, fewer enum values,
-decimals to integers), a type changed to an unrelated one, a nullable column made
-NOT NULL, a changed primary key. Everything else (added tables and columns, widened types,
+(shorter string, smaller integer, a numeric with fewer decimals or fewer integer digits,
+an integer into a numeric with too few integer digits for it, fewer enum values, decimals
+to integers), a type changed to an unrelated one, a nullable column made NOT NULL, an
+added NOT NULL column with no default (existing INSERTs do not set it), a changed primary
+key. Everything else (added tables, added nullable or defaulted columns, widened types,
 NOT NULL relaxed, comments) is reported as information.
 """
 
@@ -115,10 +117,16 @@ def _table_changes(old: TableSnapshot, new: TableSnapshot) -> list[Change]:
         for c in dropped
     ]
     for after in added:
-        not_null = ", NOT NULL: writers must now set it" if not after.nullable else ""
-        out.append(Change("info", "column_added", table, after.name,
-                          f"{table}.{after.name} added ({after.type}{not_null})",
-                          None, after.type))
+        if not after.nullable and not after.has_default:
+            out.append(Change(
+                "breaking", "required_column_added", table, after.name,
+                f"{table}.{after.name} added ({after.type}, NOT NULL, no default): writers "
+                "that do not set it are rejected", None, after.type))
+        else:
+            default = ", NOT NULL with a default" if not after.nullable else ""
+            out.append(Change("info", "column_added", table, after.name,
+                              f"{table}.{after.name} added ({after.type}{default})",
+                              None, after.type))
     for before in old.columns:
         after_or_none = new.column(before.name)
         if after_or_none is not None:
@@ -198,13 +206,20 @@ def _compare_types(
             if _less(old.length, new.length):
                 return "breaking", _NARROWED, "narrowed (shorter)"
             return "info", _WIDENED, "widened (longer)"
-        if family in ("numeric", "float"):
-            narrower = _less(old.precision, new.precision) or _less(old.scale, new.scale)
-            wider = _more(old.precision, new.precision) or _more(old.scale, new.scale)
-            if narrower:
-                return "breaking", _NARROWED, "narrowed (less precision or scale)"
-            if wider:
-                return "info", _WIDENED, "widened (more precision or scale)"
+        if family == "numeric":
+            old_digits, new_digits = _integer_digits(old), _integer_digits(new)
+            old_scale, new_scale = _scale(old), _scale(new)
+            if _less(old_scale, new_scale):
+                return "breaking", _NARROWED, "narrowed (fewer decimals)"
+            if _less(old_digits, new_digits):
+                return "breaking", _NARROWED, "narrowed (fewer integer digits)"
+            if _more(old_scale, new_scale) or _more(old_digits, new_digits):
+                return "info", _WIDENED, "widened (more digits)"
+        if family == "float":
+            if _less(old.precision, new.precision):
+                return "breaking", _NARROWED, "narrowed (less precision)"
+            if _more(old.precision, new.precision):
+                return "info", _WIDENED, "widened (more precision)"
         if family == "enum":
             lost = set(old.values or ()) - set(new.values or ())
             if lost:
@@ -217,9 +232,37 @@ def _compare_types(
         return "breaking", _NARROWED, "narrowed (decimals to integer)"
     if pair in (("string", "enum"),):
         return "breaking", _NARROWED, "narrowed (free text to enumerated values)"
-    if pair in (("integer", "numeric"), ("integer", "float"), ("enum", "string")):
+    if pair == ("integer", "numeric"):
+        needed = _INTEGER_DIGITS.get(old.size or 4, 10)
+        digits = _integer_digits(new)
+        if digits is not None and digits < needed:
+            return ("breaking", _NARROWED,
+                    f"narrowed ({digits} integer digits hold fewer values than the "
+                    f"integer's {needed})")
+        return "info", _WIDENED, "widened"
+    if pair in (("integer", "float"), ("enum", "string")):
         return "info", _WIDENED, "widened"
     return "breaking", "type_changed", "changed"
+
+
+# decimal digits of the largest value of a 2-, 4- and 8-byte integer (32767, 2147483647,
+# 9223372036854775807): a NUMERIC needs as many integer digits to hold every value
+_INTEGER_DIGITS: Final = {2: 5, 4: 10, 8: 19}
+
+
+def _integer_digits(column: ColumnSnapshot) -> int | None:
+    """Digits before the decimal point of a NUMERIC(p, s): p - s (None: unbounded)."""
+    if column.precision is None:
+        return None
+    return column.precision - (column.scale or 0)
+
+
+def _scale(column: ColumnSnapshot) -> int | None:
+    """Digits after the decimal point: NUMERIC(p) is NUMERIC(p, 0); a bare NUMERIC is
+    unbounded (None), whatever ``scale=`` says (it only rounds on the Python side)."""
+    if column.precision is None:
+        return None
+    return column.scale or 0
 
 
 def _by(narrower: bool, what: str) -> tuple[Severity, str, str]:
@@ -277,6 +320,7 @@ _LABELS: Final = {
     "column_renamed": "column probably renamed",
     "became_not_null": "made NOT NULL",
     "became_nullable": "made nullable",
+    "required_column_added": "NOT NULL column added, no default",
 }
 
 

@@ -462,6 +462,16 @@ def test_a_secret_literal_next_to_a_sensitive_column_never_survives(data: st.Dat
         f"INSERT INTO accounts ({bare}, id) SELECT {literal}, 1",
         f"SELECT 1 FROM accounts WHERE {column} IN ({literal}, {literal})",
         f"SELECT 1 FROM accounts WHERE {column} LIKE {literal}",
+        # a literal anywhere in the operand, a wrapped column, a JSON key, a row value
+        f"UPDATE accounts SET{sp}{column}{sp}={sp}'a'{sp}||{sp}{literal}{sp}WHERE id = 1",
+        f"SELECT 1 FROM accounts WHERE lower({column}){sp}={sp}{literal} AND id = 1",
+        f"SELECT 1 FROM accounts WHERE {column}::text{sp}<>{sp}{literal}",
+        f"SELECT 1 FROM accounts WHERE settings->>'{bare}'{sp}={sp}{literal}",
+        f"UPDATE accounts SET ({bare},{sp}name) = ({literal}, 'n') WHERE id = 1",
+        f"SELECT 1 FROM accounts WHERE {column} BETWEEN 'a'{sp}AND{sp}{literal}",
+        f"SELECT 1 FROM accounts WHERE {column} IS NOT DISTINCT FROM{sp}{literal}",
+        f"UPDATE accounts SET {column} = CASE WHEN id = 1 THEN {literal} ELSE 'x' END",
+        f"SELECT 1 FROM accounts WHERE {literal}{sp}||{sp}'a' = coalesce({column}, 'b')",
     ]))
     assert SECRET not in redact_sql(shape), shape
 
@@ -486,6 +496,19 @@ def test_redaction_of_a_long_statement_is_bounded_in_time() -> None:
 
     sql = "SELECT 1 FROM t WHERE " + " OR ".join(
         f"token = (upper('{i}'))" for i in range(20_000))
+    started = time.monotonic()
+    redacted = redact_sql(sql)
+    assert time.monotonic() - started < 5
+    assert "'1'" not in redacted and redacted.count(REDACTED) == 20_000
+
+
+def test_redaction_of_many_sensitive_comparisons_in_one_operand_is_linear() -> None:
+    """Each comparison's operand runs to the end of the statement here: finding where it
+    ends must not rescan it once per column."""
+    import time
+
+    sql = "SELECT 1 FROM t WHERE " + " || ".join(
+        f"token = lower('{i}')" for i in range(20_000))
     started = time.monotonic()
     redacted = redact_sql(sql)
     assert time.monotonic() - started < 5

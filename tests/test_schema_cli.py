@@ -270,6 +270,24 @@ def test_diff_of_a_dotted_module_at_a_revision_against_the_working_tree(
         ("became_not_null", "users", "nickname")]
 
 
+def test_diff_flags_an_added_not_null_column_unless_it_has_a_default(
+    app_repo: Path,
+) -> None:
+    """Whether a column has a default travels from each side's child process (JSON)."""
+    edit(app_repo / "app" / "models.py", (
+        "    nickname = Column(String(40))\n",
+        "    nickname = Column(String(40))\n"
+        "    tenant = Column(Integer, nullable=False)\n"
+        '    plan = Column(String(10), nullable=False, server_default="free")\n'))
+    proc = run("schema-diff", "app.models@HEAD", "--format", "json", cwd=app_repo)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(c["severity"], c["kind"], c["table"], c["column"]) for c in report["changes"]] == [
+        ("breaking", "required_column_added", "users", "tenant"),
+        ("info", "column_added", "users", "plan"),
+    ]
+
+
 def test_diff_json_and_markdown_say_what_a_reviewer_reads(app_repo: Path) -> None:
     proc = run("schema-diff", "app.models@HEAD~1", "app.models@HEAD", "-f", "json",
                cwd=app_repo)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Enum,
     Float,
+    Identity,
     Integer,
     MetaData,
     Numeric,
@@ -61,7 +62,8 @@ class Money(TypeDecorator):  # type: ignore[type-arg]
     (Numeric(10, 2), Numeric(12, 2), ("info", "type_widened")),
     (Numeric(10, 2), Integer(), ("breaking", "type_narrowed")),
     (Float(), Integer(), ("breaking", "type_narrowed")),
-    (Integer(), Numeric(10, 2), ("info", "type_widened")),
+    (Integer(), Numeric(12, 2), ("info", "type_widened")),
+    (Integer(), Numeric(), ("info", "type_widened")),
     (Enum(Colour), Enum("red", name="colour"), ("breaking", "type_narrowed")),
     (Enum("red", name="colour"), Enum(Colour), ("info", "type_widened")),
     (String(20), Integer(), ("breaking", "type_changed")),
@@ -72,6 +74,98 @@ def test_type_changes_are_classified(before: Any, after: Any,
     old = snap(Column("v", before))
     new = snap(Column("v", after))
     assert changes(old, new) == [(*expected, "v")]
+
+
+# what a review found reported as widened: digits before the point are precision - scale
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    (Numeric(10, 2), Numeric(10, 4), ("breaking", "type_narrowed")),  # 8 -> 6 integer digits
+    (Integer(), Numeric(5, 2), ("breaking", "type_narrowed")),  # holds at most 999.99
+    (Integer(), Numeric(10, 2), ("breaking", "type_narrowed")),  # 8 digits < 2147483647's 10
+    (Integer(), Numeric(10, 0), ("info", "type_widened")),
+    (Integer(), Numeric(10), ("info", "type_widened")),  # NUMERIC(10) is NUMERIC(10, 0)
+    (BigInteger(), Numeric(20, 2), ("breaking", "type_narrowed")),  # 18 < 19 digits
+    (BigInteger(), Numeric(21, 2), ("info", "type_widened")),
+    (SmallInteger(), Numeric(6, 2), ("breaking", "type_narrowed")),  # 4 < 5 digits
+    (SmallInteger(), Numeric(7, 2), ("info", "type_widened")),
+    (Numeric(10, 2), Numeric(12, 4), ("info", "type_widened")),  # 8 -> 8 digits, 2 -> 4
+    (Numeric(10, 2), Numeric(11, 1), ("breaking", "type_narrowed")),  # fewer decimals
+    (Numeric(), Numeric(30, 10), ("breaking", "type_narrowed")),  # unbounded -> bounded
+    (Numeric(10, 2), Numeric(), ("info", "type_widened")),
+    (Float(53), Float(24), ("breaking", "type_narrowed")),
+])
+def test_numeric_digits_before_and_after_the_point_both_count(
+    before: Any, after: Any, expected: tuple[str, str],
+) -> None:
+    assert changes(snap(Column("v", before)), snap(Column("v", after))) == [(*expected, "v")]
+
+
+def test_numeric_narrowing_says_which_digits_are_lost() -> None:
+    found = diff(snap(Column("price", Numeric(10, 2))),
+                 snap(Column("price", Numeric(10, 4)))).changes
+    assert [c.message for c in found] == [
+        "t.price type narrowed (fewer integer digits): NUMERIC(10, 2) -> NUMERIC(10, 4)"]
+    found = diff(snap(Column("qty", Integer())), snap(Column("qty", Numeric(5, 2)))).changes
+    assert [c.message for c in found] == [
+        "t.qty type narrowed (3 integer digits hold fewer values than the integer's 10): "
+        "INTEGER -> NUMERIC(5, 2)"]
+
+
+def test_an_added_not_null_column_without_a_default_breaks_writers() -> None:
+    old = snap(Column("name", String(20)))
+    new = snap(Column("name", String(20)), Column("tenant", Integer, nullable=False))
+    found = diff(old, new).changes
+    assert [(c.severity, c.kind, c.column) for c in found] == [
+        ("breaking", "required_column_added", "tenant")]
+    assert found[0].message == ("t.tenant added (INTEGER, NOT NULL, no default): writers "
+                                "that do not set it are rejected")
+    assert "| **breaking** | `t` | `tenant` | NOT NULL column added, no default |  | " \
+        "`INTEGER` |" in render_markdown(diff(old, new))
+
+
+@pytest.mark.parametrize("column", [
+    Column("tenant", Integer, nullable=False, default=1),
+    Column("tenant", Integer, nullable=False, server_default="1"),
+    Column("tenant", Integer, Identity(), nullable=False),
+    Column("tenant", Integer, nullable=True),
+], ids=["default", "server_default", "identity", "nullable"])
+def test_an_added_column_that_writers_may_leave_out_is_information(column: Column[Any]) -> None:
+    old = snap(Column("name", String(20)))
+    new = snap(Column("name", String(20)), column)
+    assert changes(old, new) == [("info", "column_added", "tenant")]
+
+
+def test_a_new_table_reports_no_added_columns_whatever_their_keys() -> None:
+    def add_table(metadata: MetaData) -> None:
+        Table("invoices", metadata, Column("id", Integer, primary_key=True),
+              Column("number", String(20), nullable=False))
+
+    old = snap()
+    new = snap(extra=add_table)
+    assert changes(old, new) == [("info", "table_added", None)]
+    invoices = new.table("invoices")
+    assert invoices is not None
+    assert [(c.name, c.has_default) for c in invoices.columns] == [
+        ("id", True), ("number", False)]  # the autoincrement key is numbered by the database
+
+
+def test_an_added_autoincrement_key_is_numbered_by_the_database() -> None:
+    metadata = MetaData()
+    Table("t", metadata, Column("code", String(5), nullable=False))
+    old = snapshot(find_models([metadata]))
+    new = snap(Column("code", String(5), nullable=False))
+    assert changes(old, new) == [("breaking", "primary_key_changed", None),
+                                 ("info", "column_added", "id")]
+
+
+def test_a_snapshot_written_before_has_default_reads_as_no_default() -> None:
+    current = snap(Column("tenant", Integer, nullable=False, server_default="1"))
+    raw = current.to_dict()
+    for table in raw["tables"]:
+        for column in table["columns"]:
+            del column["has_default"]
+    old_format = ModelSnapshot.from_dict(raw)
+    assert [c.has_default for c in old_format.tables[0].columns] == [False, False]
+    assert changes(snap(), old_format) == [("breaking", "required_column_added", "tenant")]
 
 
 def test_identical_models_have_no_changes() -> None:
