@@ -124,7 +124,7 @@ def _sql(value: Any) -> str | None:
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf) overflows
         return None
 
 

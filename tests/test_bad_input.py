@@ -95,6 +95,19 @@ def test_a_list_valued_location_attribute_gives_events_not_an_exception() -> Non
         validate_event(event)
 
 
+@pytest.mark.parametrize("port", [float("inf"), float("-inf"), float("nan"), 1e400])
+def test_a_port_that_is_not_a_finite_number_gives_events_not_an_exception(port: float) -> None:
+    """Found by the assembler fuzzer: ``server.port`` = inf made ``int()`` raise
+    ``OverflowError`` in the location look-up (the span was lost)."""
+    span = sqlite_statement(0x22, None, sql="SELECT * FROM books", operation="SELECT",
+                            read=("books",), extra={"server.port": port})
+    events = RunAssembler(Converter(), clock=lambda: 0.0).add(span)
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert events[1]["inputs"], "the dataset read is still reported"
+    for event in events:
+        validate_event(event)
+
+
 def test_a_statement_attribute_that_is_not_a_string_is_not_parsed_as_sql(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
