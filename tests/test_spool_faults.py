@@ -90,7 +90,7 @@ def test_emfile_opening_the_next_segment_never_writes_into_the_apps_files(
     with pytest.raises(OSError):
         spool.append(numbered(1, start=90))  # the delivery counts it as dropped
     monkeypatch.undo()
-    with (tmp_path / "app.log").open("wb", buffering=0) as app_file:  # reuses the free fd
+    with (tmp_path / "app.log").open("wb", buffering=0):  # takes the lowest free fd
         assert spool.append(numbered(5, start=91)) == 5
     assert (tmp_path / "app.log").read_bytes() == b""
     assert [e["n"] for e in read_all(spool)] == list(range(64)) + list(range(91, 96))
@@ -303,7 +303,7 @@ def test_a_cursor_past_the_end_of_its_segment_after_a_power_loss(
     New events must not be written under the cursor (skipped, or read from mid-line)."""
     spool = Spool(tmp_path, 1 << 20)
     spool.append(numbered(3))
-    events, position = spool.peek(10)
+    _, position = spool.peek(10)
     spool.commit(position, 3)
     spool.close()
     os.truncate(next(tmp_path.glob("*.jsonl")), LINE_BYTES)  # one line survived the power loss
