@@ -11,9 +11,10 @@ Layout of the directory (one process at a time, enforced with ``flock`` on ``loc
     00000000000000000002.jsonl   (append-only; a new segment past the roll size)
     cursor                       "<segment> <offset>": the first event not yet delivered
 
-A line is appended with one ``write`` and is visible to the OS at once, so ``kill -9``
-loses nothing written; a torn last line (a crash mid-write) is cut off on open. ``fsync``
-happens when a segment is closed and on :meth:`close`, not per event: a power loss may
+A line is appended with one ``write`` (continued if the OS takes less; cut back to the
+last whole line if it fails, e.g. on a full disk) and is visible to the OS at once, so
+``kill -9`` loses nothing written; a torn last line (a crash mid-write) is cut off on open.
+``fsync`` happens when a segment is closed and on :meth:`close`, not per event: a power loss may
 lose the last segment's tail. The bound counts every byte of the segment files, so an
 append that would pass ``max_bytes`` is refused (the caller counts and logs the drop).
 
