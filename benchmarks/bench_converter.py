@@ -34,6 +34,7 @@ import os
 import random
 import statistics
 import sys
+import threading
 import time
 from typing import Any
 
@@ -283,6 +284,33 @@ def run_pass(spans: list[Any], granularity: str) -> tuple[float, float, int, int
     return clock() - t0, in_json, n_events, n_bytes
 
 
+def run_locked_pass(spans: list[Any], granularity: str, per_span: bool,
+                    batch: int = 512) -> float:
+    """Seconds for one pass as ``LineagePipeline.add`` does it for the SDK's
+    BatchSpanProcessor (batches of 512): the pipeline lock around ``RunAssembler.add``
+    taken once per span (``per_span``, so the app's thread gets in between) or once per
+    batch (the earlier way, the baseline)."""
+    assembler = RunAssembler(Converter(LineageSettings(granularity=granularity)))
+    add, to_json, clock = assembler.add, ev.to_json, time.perf_counter
+    view = from_readable_span if spans and isinstance(spans[0], ReadableSpan) else _same
+    lock = threading.Lock()
+    t0 = clock()
+    for start in range(0, len(spans), batch):
+        views = [view(span) for span in spans[start:start + batch]]  # exporter.export
+        events: list[Any] = []
+        if per_span:
+            for one in views:
+                with lock:
+                    events.extend(add(one))
+        else:
+            with lock:
+                for one in views:
+                    events.extend(add(one))
+        for event in events:
+            to_json(event)
+    return clock() - t0
+
+
 def _same(span: SpanView) -> SpanView:
     return span
 
@@ -380,6 +408,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{granularity:<11} {rate:12,.0f} {secs / n_statements * 1e6:8.1f} "
               f"{n_events:8d} {n_events / secs:9,.0f} {n_bytes / n_events / 1024:8.2f} "
               f"{share * 100:7.1f}%  {verdict if granularity == 'statement' else '(no target)'}")
+
+    locked: dict[bool, list[float]] = {True: [], False: []}
+    for r in range(args.repeats):  # interleaved: per batch, per span, per span, per batch...
+        for per_span in ((False, True) if r % 2 == 0 else (True, False)):
+            locked[per_span].append(run_locked_pass(spans, "statement", per_span))
+    by_span, by_batch = statistics.median(locked[True]), statistics.median(locked[False])
+    print()
+    print(f"pipeline lock (granularity statement, batches of 512, median of {args.repeats})")
+    print(f"  per span  {n_statements / by_span:12,.0f} stmt spans/s")
+    print(f"  per batch {n_statements / by_batch:12,.0f} stmt spans/s  (earlier; baseline)")
+    print(f"  throughput per span / per batch: {by_batch / by_span:.3f}")
 
     per_gran = max(1, args.compare // len(GRANULARITIES))
     ours, load, serde = float("inf"), float("inf"), float("inf")

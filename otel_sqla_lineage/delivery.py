@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -108,6 +109,14 @@ class OpenLineageTransportSink:
         close = getattr(self._transport, "close", None)
         if callable(close):
             close(-1)
+
+    def after_fork_in_child(self) -> None:
+        """The http transport's pooled keep-alive connections are the parent's sockets:
+        a child writing on them would garble both processes' requests. Dropping the
+        session (not closing it: that would close the parent's connections too) makes
+        the transport open its own."""
+        if isinstance(getattr(type(self._transport), "session", None), property):
+            self._transport.session = None
 
 
 def resolve_transport_config(
@@ -214,6 +223,31 @@ def sink_from_environment(
     return OpenLineageTransportSink(transport, f"{kind} transport from {source}")
 
 
+def _sink_after_fork(sink: EventSink) -> None:
+    hook = getattr(sink, "after_fork_in_child", None)
+    if callable(hook):
+        try:
+            hook()
+        except Exception:
+            _log.exception("otel-sqla-lineage: %s cannot be reset after fork", sink.description)
+
+
+# Every delivery of this process, weakly: after ``fork`` (gunicorn --preload, multiprocessing)
+# the child has none of the parent's threads, so each restarts its own workers.
+_LIVE: weakref.WeakSet[DeliveryQueue | SpooledDelivery] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for delivery in list(_LIVE):
+        try:
+            delivery.after_fork_in_child()
+        except Exception:
+            _log.exception("otel-sqla-lineage: delivery cannot be restarted after fork")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class DeliveryQueue:
     """Bounded FIFO + one daemon worker. ``put`` never blocks; ``flush`` and ``close`` wait
     (bounded by their timeout) for what was put before them."""
@@ -245,10 +279,30 @@ class DeliveryQueue:
         self.delivered = 0
         self.dropped = 0
         self.failed = 0
-        self._worker = threading.Thread(
-            target=self._run, name="otel-sqla-lineage-delivery", daemon=True
-        )
-        self._worker.start()
+        self._pid = os.getpid()
+        self._worker = self._start_worker()
+        _LIVE.add(self)
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(target=self._run, name="otel-sqla-lineage-delivery",
+                                  daemon=True)
+        worker.start()
+        return worker
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks (the parent's worker may have held one at the
+        fork), none of the parent's queued events (the parent delivers them), a worker."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._queue.clear()
+        self._done_count = self._put_count
+        self._inflight = 0
+        self._wakeup_pending = False
+        _sink_after_fork(self.sink)
+        if not self._closing:
+            self._worker = self._start_worker()
 
     def put_many(self, events: Iterable[Event]) -> None:
         added = 0
@@ -406,16 +460,41 @@ class SpooledDelivery:
         self.delivered = 0
         self.dropped = 0
         self.failed = 0
+        self.errors = 0  # spool I/O errors the workers met and survived
+        self._spool_failing = False
         if spool.pending:
             _log.warning(
                 "otel-sqla-lineage: %d event(s) left in the spool %s by an earlier run; "
                 "delivering them first", spool.pending, spool.directory)
+        self._pid = os.getpid()
+        self.forked_away = False
         self._spooler = threading.Thread(
             target=self._spool_loop, name="otel-sqla-lineage-spooler", daemon=True)
         self._sender = threading.Thread(
             target=self._send_loop, name="otel-sqla-lineage-sender", daemon=True)
         self._spooler.start()
         self._sender.start()
+        _LIVE.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child the spool is the parent's (its files, its lock): the child
+        lets go of it without touching the files and takes nothing more; ``forked_away``
+        tells the owner (the pipeline) to deliver without a spool from now on."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._spool_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop.set()
+        self._queue.clear()
+        self._done_count = self._put_count
+        self._inflight = 0
+        self._consumed = self._appended
+        self.forked_away = not self._closed
+        self._closing = self._closed = True
+        self.spool.abandon()
+        _sink_after_fork(self.sink)
 
     def put_many(self, events: Iterable[Event]) -> None:
         with self._cond:
@@ -450,7 +529,8 @@ class SpooledDelivery:
                 return False
             appended = self._appended
             return self._cond.wait_for(
-                lambda: self._consumed >= appended or self._backing_off or self._closed,
+                lambda: self._consumed >= appended or self._backing_off or self._spool_failing
+                or self._closed,
                 _left(deadline))
 
     def close(self, timeout: float | None = None) -> bool:
@@ -486,9 +566,11 @@ class SpooledDelivery:
         return flushed
 
     def stats(self) -> dict[str, int]:
-        with self._spool_lock:
-            return {"spool_pending": self.spool.pending, "spool_bytes": self.spool.bytes,
-                    "spool_corrupt": self.spool.corrupt}
+        # plain attributes, no lock: the spool lock is held across fsync and disk reads,
+        # and stats are read by the application (metrics endpoints)
+        spool = self.spool
+        return {"spool_pending": spool.pending, "spool_bytes": spool.bytes,
+                "spool_corrupt": spool.corrupt, "spool_errors": self.errors}
 
     def _count_drop(self, why: str) -> None:
         self.dropped += 1
@@ -497,33 +579,52 @@ class SpooledDelivery:
                          "dropped so far", why, self.spool.directory, self.spool.max_bytes,
                          self.dropped)
 
+    def _note_error(self, what: str, exc: BaseException) -> None:
+        """A worker never dies of an error (a full disk, too many open files): it logs the
+        first and every 100th, and goes on."""
+        self.errors += 1
+        if self.errors == 1 or self.errors % 100 == 0:
+            _log.warning("otel-sqla-lineage: %s (spool %s): %s: %s; retrying; %d error(s) so "
+                         "far", what, self.spool.directory, type(exc).__name__, exc,
+                         self.errors)
+
     def _spool_loop(self) -> None:
         while True:
-            with self._cond:
-                if not self._queue and not self._closing:
-                    self._cond.wait(self._tick_interval)
-                batch = list(self._queue)
-                self._queue.clear()
-                self._inflight = len(batch)
-                closing = self._closing
-            if not batch:
-                if closing:
-                    return
-                if self._tick is not None:
-                    try:
-                        self.put_many(self._tick())
-                    except Exception:
-                        _log.exception("otel-sqla-lineage: periodic expiry failed")
-                continue
-            taken = 0
             try:
-                lines = [to_json(event) for event in batch]
-                with self._spool_lock:
-                    if not self._closed:
-                        taken = self.spool.append(lines)
+                if self._spool_once():
+                    return
             except Exception as exc:
-                _log.warning("otel-sqla-lineage: cannot write to the spool %s (%s: %s)",
-                             self.spool.directory, type(exc).__name__, exc)
+                self._note_error("cannot spool events", exc)
+                self._stop.wait(self._retry_initial)
+
+    def _spool_once(self) -> bool:
+        """One pass of the spooler; True once closed."""
+        with self._cond:
+            if not self._queue and not self._closing:
+                self._cond.wait(self._tick_interval)
+            batch = list(self._queue)
+            self._queue.clear()
+            self._inflight = len(batch)
+            closing = self._closing
+        if not batch:
+            if closing:
+                return True
+            if self._tick is not None:
+                try:
+                    self.put_many(self._tick())
+                except Exception:
+                    _log.exception("otel-sqla-lineage: periodic expiry failed")
+            return False
+        taken = 0
+        try:
+            lines = [to_json(event) for event in batch]
+            with self._spool_lock:
+                if not self._closed:
+                    taken = self.spool.append(lines)
+        except Exception as exc:
+            _log.warning("otel-sqla-lineage: cannot write to the spool %s (%s: %s)",
+                         self.spool.directory, type(exc).__name__, exc)
+        finally:
             with self._cond:
                 for _ in range(len(batch) - taken):
                     self._count_drop("spool full or not writable")
@@ -531,63 +632,90 @@ class SpooledDelivery:
                 self._done_count += len(batch)
                 self._inflight = 0
                 self._cond.notify_all()
+        return False
 
     def _send_loop(self) -> None:
         delay = self._retry_initial
         while not self._stop.is_set():
+            try:
+                next_delay = self._send_once(delay)
+            except Exception as exc:
+                # e.g. the cursor file cannot be written (disk full) or a segment cannot be
+                # opened (too many open files): the events stay spooled, tried again later
+                self._note_error("cannot deliver from the spool", exc)
+                with self._cond:
+                    self._spool_failing = True  # flush() does not wait for what is stuck
+                    self._cond.notify_all()
+                self._stop.wait(delay)
+                delay = min(self._retry_max, delay * 2)
+                continue
+            if self._spool_failing:
+                _log.warning("otel-sqla-lineage: the spool %s works again",
+                             self.spool.directory)
+                with self._cond:
+                    self._spool_failing = False
+            if next_delay is None:
+                return
+            delay = next_delay
+
+    def _send_once(self, delay: float) -> float | None:
+        """One pass of the sender: the delay before the next attempt, None once closed."""
+        with self._cond:
+            seen = self._appended
+        with self._spool_lock:
+            if self._closed:
+                return None
+            events, position = self.spool.peek(self._batch)
+            skipped = self.spool.last_skipped
+        if not events:
+            if skipped:
+                self._commit(position, 0, skipped)
+                return self._retry_initial
+            with self._cond:
+                if self._closing:
+                    return None
+                # nothing readable: sleep until something new is appended (never spin on
+                # events that are counted but cannot be read)
+                self._cond.wait_for(lambda: self._appended != seen or self._closing, 0.5)
+            return self._retry_initial
+        sent = 0
+        for event in events:
+            try:
+                self.sink.emit(event)
+            except Exception as exc:
+                self.failed += 1
+                self._note_failure(exc, delay)
+                break
+            sent += 1
+        if sent == len(events):
+            try:
+                self.sink.flush()
+            except Exception as exc:
+                self.failed += 1
+                self._note_failure(exc, delay)
+                sent = -1
+        if sent == len(events):
+            self._commit(position, sent, skipped)
+            if self._backing_off:
+                _log.warning("otel-sqla-lineage: %s is taking events again; %d still "
+                             "spooled", self.sink.description, self.spool.pending)
+            with self._cond:
+                self._backing_off = False
+                self._cond.notify_all()
+            return self._retry_initial
+        # deliver the events before the failure for good; retry the rest later
+        if sent > 0:
             with self._spool_lock:
                 if self._closed:
-                    return
-                events, position = self.spool.peek(self._batch)
+                    return None
+                partial, at = self.spool.peek(sent)
                 skipped = self.spool.last_skipped
-            if not events:
-                if skipped:
-                    self._commit(position, 0, skipped)
-                with self._cond:
-                    if self._closing:
-                        return
-                    self._cond.wait_for(
-                        lambda: self._appended > self._consumed or self._closing, 0.5)
-                continue
-            sent = 0
-            for event in events:
-                try:
-                    self.sink.emit(event)
-                except Exception as exc:
-                    self.failed += 1
-                    self._note_failure(exc, delay)
-                    break
-                sent += 1
-            if sent == len(events):
-                try:
-                    self.sink.flush()
-                except Exception as exc:
-                    self.failed += 1
-                    self._note_failure(exc, delay)
-                    sent = -1
-            if sent == len(events):
-                self._commit(position, sent, skipped)
-                if self._backing_off:
-                    _log.warning("otel-sqla-lineage: %s is taking events again; %d still "
-                                 "spooled", self.sink.description, self.spool.pending)
-                with self._cond:
-                    self._backing_off = False
-                    self._cond.notify_all()
-                delay = self._retry_initial
-                continue
-            # deliver the events before the failure for good; retry the rest later
-            if sent > 0:
-                with self._spool_lock:
-                    if self._closed:
-                        return
-                    partial, at = self.spool.peek(sent)
-                    skipped = self.spool.last_skipped
-                self._commit(at, len(partial), skipped)
-            with self._cond:
-                self._backing_off = True
-                self._cond.notify_all()
-            self._stop.wait(delay)
-            delay = min(self._retry_max, delay * 2)
+            self._commit(at, len(partial), skipped)
+        with self._cond:
+            self._backing_off = True
+            self._cond.notify_all()
+        self._stop.wait(delay)
+        return min(self._retry_max, delay * 2)
 
     def _commit(self, position: Position, delivered: int, skipped: int) -> None:
         with self._spool_lock:

@@ -5,7 +5,9 @@ exporter and collector_exporter are thin shells around one of these."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,6 +40,24 @@ class LineagePipeline:
         else:
             self._delivery = SpooledDelivery(sink, spool, settings.queue_max_events,
                                              tick=self._expire)
+        _PIPELINES.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (gunicorn --preload) starts empty, with a fresh lock (the
+        parent's export thread may have held it at the fork); the held runs are the
+        parent's to emit. The parent's spool is not the child's: it goes on without one."""
+        self._lock = threading.Lock()
+        self._assembler = RunAssembler(Converter(self.settings))
+        old = self._delivery
+        if isinstance(old, SpooledDelivery):
+            old.after_fork_in_child()  # idempotent: drops the inherited spool
+            if old.forked_away:
+                _log.warning(
+                    "otel-sqla-lineage: process %d was forked from the one that opened the "
+                    "spool %s; delivering without a spool here. Give each worker process "
+                    "its own OTEL_SQLA_LINEAGE_SPOOL_DIR (see README, Reliability)",
+                    os.getpid(), old.spool.directory)
+                self._delivery = DeliveryQueue(old.sink, old.max_events, tick=self._expire)
 
     @property
     def sink(self) -> EventSink:
@@ -47,15 +67,17 @@ class LineagePipeline:
         """Assemble and queue; returns how many spans could not be converted (logged)."""
         events: list[dict[str, Any]] = []
         failures = 0
-        with self._lock:
-            for span in spans:
-                try:
+        for span in spans:
+            # the lock per span, not per batch: the app's thread (the light path for
+            # sampled-out statements) must not wait for a whole batch of 512 spans
+            try:
+                with self._lock:
                     events.extend(self._assembler.add(span))
-                except Exception:
-                    failures += 1
-                    _log.exception(
-                        "otel-sqla-lineage: span %r could not be converted; skipped", span.name
-                    )
+            except Exception:
+                failures += 1
+                _log.exception(
+                    "otel-sqla-lineage: span %r could not be converted; skipped", span.name
+                )
         if events:  # most spans (statements held for their run) emit nothing yet
             self._delivery.put_many(events)
         return failures
@@ -121,12 +143,29 @@ class LineagePipeline:
         return self._delivery.close(timeout)
 
 
+_PIPELINES: weakref.WeakSet[LineagePipeline] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pipeline in list(_PIPELINES):
+        try:
+            pipeline.after_fork_in_child()
+        except Exception:
+            _log.exception("otel-sqla-lineage: lineage pipeline cannot be reset after fork")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _open_spool(settings: LineageSettings, *, required: bool) -> Spool | None:
     if settings.spool_dir is None:
         return None
     try:
         return Spool(settings.spool_dir, settings.spool_max_bytes)
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:  # Spool turns its OSErrors into ConfigError
+        if required and not isinstance(exc, ConfigError):
+            raise ConfigError(f"cannot use spool directory {settings.spool_dir}: {exc}") \
+                from exc
         if required:
             raise
         _log.error("otel-sqla-lineage: %s; delivering without a spool (events the backend "

@@ -11,9 +11,10 @@ Layout of the directory (one process at a time, enforced with ``flock`` on ``loc
     00000000000000000002.jsonl   (append-only; a new segment past the roll size)
     cursor                       "<segment> <offset>": the first event not yet delivered
 
-A line is appended with one ``write`` and is visible to the OS at once, so ``kill -9``
-loses nothing written; a torn last line (a crash mid-write) is cut off on open. ``fsync``
-happens when a segment is closed and on :meth:`close`, not per event: a power loss may
+A line is appended with one ``write`` (continued if the OS takes less; cut back to the
+last whole line if it fails, e.g. on a full disk) and is visible to the OS at once, so
+``kill -9`` loses nothing written; a torn last line (a crash mid-write) is cut off on open.
+``fsync`` happens when a segment is closed and on :meth:`close`, not per event: a power loss may
 lose the last segment's tail. The bound counts every byte of the segment files, so an
 append that would pass ``max_bytes`` is refused (the caller counts and logs the drop).
 
@@ -24,6 +25,7 @@ between sends it again on the next start (same runId and eventType).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -74,25 +76,48 @@ class Spool:
                 f"spool directory {self.directory} is in use by another process"
             ) from exc
         self._sizes: dict[int, int] = {}
-        for path in sorted(self.directory.glob("*" + _SUFFIX)):
-            if path.stem.isdigit():
-                self._sizes[int(path.stem)] = self._cut_torn_tail(path)
-        self._cursor = self._read_cursor()
-        for segment in [s for s in self._sizes if s < self._cursor.segment]:
-            self._delete(segment)
-        self._write_segment = max(self._sizes, default=self._cursor.segment)
+        self.bytes = 0  # sum of _sizes: a plain attribute, read by stats() without a lock
         self._write_fd: int | None = None
         self._read_file: Any = None
         self._read_segment = -1
         self.corrupt = 0
         self.last_skipped = 0
+        self._warned_short: set[int] = set()
+        try:
+            self._open_existing()
+        except OSError as exc:
+            # unreadable segments, a cursor that is a directory, no permission...: the
+            # caller runs without a spool; the lock must not stay held by a dead Spool
+            self._release()
+            raise ConfigError(f"cannot use spool directory {self.directory}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+    def _open_existing(self) -> None:
+        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+            if path.stem.isdigit():
+                self._set_size(int(path.stem), self._cut_torn_tail(path))
+        self._cursor = self._read_cursor()
+        if self._cursor.offset > self._sizes.get(self._cursor.segment, 0):
+            # a power loss kept the cursor but not the segment's tail: appending there
+            # would put new events before the cursor (skipped) or under it (read mid-line)
+            if self._cursor.segment in self._sizes:
+                _log.warning(
+                    "otel-sqla-lineage: spool %s: the cursor points past the end of its "
+                    "segment (%d > %d bytes; the tail was lost); writing on in a new segment",
+                    self.directory, self._cursor.offset, self._sizes[self._cursor.segment])
+            self._delete(self._cursor.segment)
+            self._cursor = Position(self._cursor.segment + 1, 0)
+            self._write_cursor(self._cursor)
+        for segment in [s for s in self._sizes if s < self._cursor.segment]:
+            self._delete(segment)
+        self._write_segment = max(self._sizes, default=self._cursor.segment)
         self.pending = self._count_pending()
 
     # -- sizes -------------------------------------------------------------------------
 
-    @property
-    def bytes(self) -> int:
-        return sum(self._sizes.values())
+    def _set_size(self, segment: int, size: int) -> None:
+        self.bytes += size - self._sizes.get(segment, 0)
+        self._sizes[segment] = size
 
     # -- writing -----------------------------------------------------------------------
 
@@ -119,23 +144,64 @@ class Spool:
                 size += len(data[taken + len(chunk)])
                 chunk.append(data[taken + len(chunk)])
             assert self._write_fd is not None
-            os.write(self._write_fd, b"".join(chunk))
-            self._sizes[self._write_segment] = self._sizes.get(self._write_segment, 0) + size
+            if not self._write_whole(b"".join(chunk)):
+                break  # the caller counts the rest as dropped
+            self._set_size(self._write_segment, self._sizes.get(self._write_segment, 0) + size)
             taken += len(chunk)
-        self.pending += taken
+            self.pending += len(chunk)  # exact per chunk, whatever happens to the next one
         return taken
+
+    def _write_whole(self, blob: bytes) -> bool:
+        """Writes all of ``blob`` (``os.write`` may take less, e.g. on a full disk). On an
+        error, cuts the segment back to its last whole line, so the next append does not
+        continue half a line, and returns False."""
+        fd = self._write_fd
+        assert fd is not None
+        before = self._sizes.get(self._write_segment, 0)
+        view = memoryview(blob)
+        try:
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, "write took no bytes")
+                view = view[written:]
+            return True
+        except OSError as exc:
+            _log.warning("otel-sqla-lineage: spool %s: cannot write %d bytes (%s: %s); "
+                         "the events are dropped", self._path(self._write_segment),
+                         len(blob), type(exc).__name__, exc)
+            try:
+                os.ftruncate(fd, before)
+            except OSError:
+                # half a line stays in this segment: write on in a new one (a reader stops
+                # at the half line; the next open cuts it)
+                self._write_fd = None
+                self._write_segment += 1
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return False
 
     def _roll(self) -> None:
         if self._write_fd is not None:
-            os.fsync(self._write_fd)
-            os.close(self._write_fd)
+            fd, self._write_fd = self._write_fd, None  # closed below: never write to it again
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             self._write_segment += 1
         elif self._write_segment in self._sizes and self._sizes[self._write_segment] >= \
                 self._roll_bytes:
             self._write_segment += 1
         path = self._path(self._write_segment)
-        self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._sizes.setdefault(self._write_segment, os.fstat(self._write_fd).st_size)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+        except OSError:
+            os.close(fd)
+            raise
+        self._write_fd = fd
+        if self._write_segment not in self._sizes:
+            self._set_size(self._write_segment, size)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -166,35 +232,63 @@ class Spool:
                                  self._path(segment), exc)
                     continue
                 events.append(event)
-            if len(events) >= limit or position.offset < self._sizes[segment]:
+            if len(events) >= limit:
                 break
+            if position.offset < self._sizes[segment] and segment not in self._warned_short:
+                # the file ends before what was counted (a write lost to a full disk or a
+                # power loss): go on with the next segment rather than wait here forever
+                self._warned_short.add(segment)
+                _log.warning("otel-sqla-lineage: spool %s: ends at %d of %d bytes; going on "
+                             "with the next segment", self._path(segment), position.offset,
+                             self._sizes[segment])
         return events, position
 
     def commit(self, position: Position, delivered: int) -> None:
         """Moves the cursor (after the events up to ``position`` were delivered) and
-        deletes the segments wholly behind it."""
+        deletes the segments wholly behind it. If the cursor file cannot be written the
+        cursor stays where it was (the events are sent again: at least once)."""
+        self._write_cursor(position)
         self._cursor = position
         self.pending = max(0, self.pending - delivered - self.last_skipped)
-        tmp = self.directory / "cursor.tmp"
-        tmp.write_text(f"{position.segment} {position.offset}\n", encoding="ascii")
-        os.replace(tmp, self.directory / "cursor")
         for segment in [s for s in self._sizes if s < position.segment]:
             self._delete(segment)
         if position.segment == self._write_segment and self._write_fd is not None and \
                 position.offset >= self._sizes.get(position.segment, 0) >= self._roll_bytes:
-            self._roll()  # the next append starts a new segment; this one can go
+            try:
+                self._roll()  # the next append starts a new segment; this one can go
+            except OSError as exc:
+                _log.warning("otel-sqla-lineage: spool %s: cannot start a new segment (%s: "
+                             "%s); trying again on the next append", self.directory,
+                             type(exc).__name__, exc)
+                return
             self._delete(position.segment)
             self._cursor = Position(self._write_segment, 0)
 
     def close(self) -> None:
-        if self._write_fd is not None:
-            os.fsync(self._write_fd)
-            os.close(self._write_fd)
-            self._write_fd = None
+        try:
+            if self._write_fd is not None:
+                os.fsync(self._write_fd)
+        finally:
+            self._release()
+
+    def abandon(self) -> None:
+        """Forgets the spool without touching its files or its lock: for a forked child,
+        whose descriptors are the parent's (the parent keeps the lock and goes on)."""
+        self._release()
+
+    def _release(self) -> None:
+        fds = [self._write_fd, self._lock_fd]
+        self._write_fd = None
+        self._lock_fd = -1
         if self._read_file is not None:
-            self._read_file.close()
+            with contextlib.suppress(OSError):
+                self._read_file.close()
             self._read_file = None
-        os.close(self._lock_fd)
+            self._read_segment = -1
+        for fd in fds:
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -210,13 +304,27 @@ class Spool:
         return self._read_file
 
     def _delete(self, segment: int) -> None:
+        """A segment that cannot be deleted is logged and left behind the cursor (the next
+        open deletes it): delivery goes on."""
         if self._read_segment == segment and self._read_file is not None:
             self._read_file.close()
             self._read_file = None
             self._read_segment = -1
-        self._sizes.pop(segment, None)
-        with contextlib.suppress(FileNotFoundError):
+        if segment in self._sizes:
+            self._set_size(segment, 0)
+            del self._sizes[segment]
+        try:
             self._path(segment).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _log.warning("otel-sqla-lineage: spool %s: cannot delete a delivered segment "
+                         "(%s: %s)", self._path(segment), type(exc).__name__, exc)
+
+    def _write_cursor(self, position: Position) -> None:
+        tmp = self.directory / "cursor.tmp"
+        tmp.write_text(f"{position.segment} {position.offset}\n", encoding="ascii")
+        os.replace(tmp, self.directory / "cursor")
 
     def _read_cursor(self) -> Position:
         try:
