@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import fcntl
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.events import to_json, to_openlineage_event
@@ -58,30 +59,51 @@ class EventSink(Protocol):
 
 
 class JsonLinesSink:
-    """Appends one JSON event per line, exactly what ``Serde.to_json`` would write."""
+    """Appends one JSON event per line, exactly what ``Serde.to_json`` would write.
+
+    Several writers share the default file (the exporter, the schema-at-start queue, the
+    workers of a forked server), so each line is one ``write`` on an ``O_APPEND``
+    descriptor (a buffered text file splits a large event into chunks that interleave
+    with another writer's) under an exclusive ``flock``, which also keeps the repair of a
+    torn last line (a writer killed mid-line) from mistaking another writer's line in
+    progress for one."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
         self.description = f"file {self.path}"
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
 
     def emit(self, event: Event) -> None:
-        if self._file is None:
+        line = (to_json(event) + "\n").encode("utf-8")
+        opened = self._fd is None
+        if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-            if self._file.tell() and not _ends_with_newline(self.path):
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if opened and os.fstat(self._fd).st_size and not _ends_with_newline(self.path):
                 # a process killed mid-write left half a line: keep the next one whole
-                self._file.write("\n")
-        self._file.write(to_json(event) + "\n")
+                line = b"\n" + line
+            _write_all(self._fd, line)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        """Nothing is buffered in this process: each line is written when emitted."""
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"write returned {written}")
+        view = view[written:]
 
 
 def _ends_with_newline(path: Path) -> bool:

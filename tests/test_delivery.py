@@ -203,3 +203,29 @@ def test_a_span_that_cannot_be_read_is_skipped_and_the_rest_of_the_batch_kept(
     assert "span 'broken' could not be read" in caplog.text
     names = [json.loads(line)["job"]["name"] for line in events.read_text().splitlines()]
     assert names == ["unknown_service:python.job"] * 2
+
+
+def test_writers_sharing_the_default_file_never_mix_their_lines(tmp_path: Path) -> None:
+    """The exporter and the schema-at-start queue (and a forked server's workers) append
+    to the same default file: every line must stay one whole event, however large."""
+    import threading
+
+    path = tmp_path / "openlineage_events.jsonl"
+    sinks = [JsonLinesSink(path), JsonLinesSink(path)]
+    per_writer, payload = 150, "x" * 40_000  # far beyond any write buffer
+
+    def write(n: int) -> None:
+        for i in range(per_writer):
+            sinks[n].emit({"eventType": "COMPLETE", "writer": n, "i": i, "pad": payload})
+        sinks[n].close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines]  # a mixed line would not parse
+    assert sorted((e["writer"], e["i"]) for e in events) == sorted(
+        (n, i) for n in range(2) for i in range(per_writer)
+    )
