@@ -15,8 +15,8 @@ again (``ftruncate``) before the request is refused, so records acknowledged lat
 a whole record; should that fail too, the segment is closed and replay skips past the bad
 bytes to the next whole record (logged).
 
-Not redacted: a record is the request as the Collector sent it, with ``db.statement``
-literals and exception messages; the directory is the operator's to protect (files 0600).
+A record is the request as the Collector sent it, except SQL text and error messages,
+redacted as the events redact them (``redact_request.py``); files are created 0600.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from collector_exporter.decode import decode_request
+from collector_exporter.redact_request import needs_redaction, redact_request
 from collector_exporter.request_log import RequestLog
 from otel_sqla_lineage.delivery import EventSink
 from otel_sqla_lineage.pipeline import LineagePipeline
@@ -81,9 +82,14 @@ class LineageTraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type:
                     self._counts["requests_unavailable"] += 1
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               f"lineage service busy ({overloaded}); retry later")
+            # decoded already: only the logged copy changes (rejected spans are not
+            # decoded, so a request with any is walked whole)
+            if decoded.rejected or needs_redaction(decoded.spans):
+                redact_request(request)
+            record = request.SerializeToString()
             with self._log_lock:
                 try:
-                    self._log.append(request.SerializeToString())
+                    self._log.append(record)
                 except OSError as exc:
                     with self._lock:
                         self._counts["requests_unavailable"] += 1

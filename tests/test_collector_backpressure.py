@@ -18,7 +18,16 @@ from fakes import FailingSink
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from procs.otlp_tools import read_events, request, span, sqlalchemy_statement, wait_for
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from procs.otlp_tools import (
+    key_values,
+    read_events,
+    request,
+    semconv_statement,
+    span,
+    sqlalchemy_statement,
+    wait_for,
+)
 from spanfactory import expected_run_id
 
 from collector_exporter.request_log import RequestLog
@@ -311,3 +320,57 @@ def test_replay_resynchronises_past_a_torn_record_in_the_middle(
     segment.write_bytes(data[:two_at + 5] + data[two_at + 11:])  # "two" torn
     assert list(RequestLog(tmp_path).replay()) == [b"one", b"three"]
     assert "skipped to the next record" in caplog.text
+
+
+# -- secrets at rest: the request log is redacted like the events -------------------------
+
+
+def test_the_request_log_holds_no_secret_and_replay_gives_the_same_events(
+    tmp_path: Path
+) -> None:
+    """A Java-style span with a token literal in its SQL, a failed statement whose status
+    and exception event quote the bound values: none reaches the request log, and the
+    events a replay of that log gives are the events of the live path."""
+    secrets = ("tok-4711-secret", "hunter2-bound-value")
+    statement = semconv_statement(0x51, 0x53, attributes={
+        "db.system.name": "postgresql", "db.namespace": "shop",
+        "server.address": "db.internal", "server.port": 5432,
+        "db.query.text": f"UPDATE accounts SET api_token = '{secrets[0]}' WHERE id = 7"})
+    failed = span(0x52, "INSERT shop", parent=0x53, attributes={
+        "db.system.name": "postgresql", "db.namespace": "shop",
+        "server.address": "db.internal", "server.port": 5432,
+        "db.query.text": "INSERT INTO users (name, password) VALUES ($1, $2)"},
+        kind=Span.SPAN_KIND_CLIENT,
+        error=f"duplicate key [parameters: ('ada', '{secrets[1]}')]")
+    parent = span(0x53, "signup", start=0, end=100,
+                  error=f"IntegrityError: duplicate key [parameters: ('ada', '{secrets[1]}')]")
+    parent.events.add(name="exception", time_unix_nano=parent.end_time_unix_nano,
+                      attributes=key_values({
+                          "exception.type": "IntegrityError",
+                          "exception.message": f"duplicate key [parameters: ('ada', "
+                                               f"'{secrets[1]}')]",
+                          "exception.stacktrace": f"Traceback ...\n[parameters: ('ada', "
+                                                  f"'{secrets[1]}')]"}))
+    live = service(tmp_path / "live")
+    try:
+        live.Export(request([statement, failed, parent]), Context())
+        logged = b"".join(p.read_bytes()
+                          for p in (tmp_path / "live" / "spool" / "requests").iterdir())
+        assert logged and not [s for s in secrets if s.encode() in logged]
+        copy = tmp_path / "replay" / "spool" / "requests"
+        copy.mkdir(parents=True)
+        for p in (tmp_path / "live" / "spool" / "requests").iterdir():
+            (copy / p.name).write_bytes(p.read_bytes())
+        assert live.flush(10)
+    finally:
+        live.close(10)
+    replayed = service(tmp_path / "replay")
+    try:
+        assert replayed.stats()["requests_replayed"] == 1
+        assert replayed.flush(10)
+    finally:
+        replayed.close(10)
+    live_events = read_events(tmp_path / "live" / "events.jsonl")
+    assert len(live_events) == 2 and "errorMessage" in str(live_events)
+    assert read_events(tmp_path / "replay" / "events.jsonl") == live_events
+    assert not [s for s in secrets if s in str(live_events)]
