@@ -10,6 +10,7 @@ result when applied again, a replayed request yields the same events.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -32,13 +33,13 @@ def needs_redaction(spans: Iterable[SpanView]) -> bool:
             value = span.attributes.get(key)
             if isinstance(value, str) and redact_sql(value) is not value:
                 return True
-        if span.status_message and scrub_error_message(span.status_message) \
+        if span.status_message and _scrubbed(span.status_message) \
                 != span.status_message:
             return True
         for event in span.events:  # the decoder keeps only exception events
             for key in _ERROR_KEYS:
                 value = event.attributes.get(key)
-                if isinstance(value, str) and scrub_error_message(value) != value:
+                if isinstance(value, str) and _scrubbed(value) != value:
                     return True
     return False
 
@@ -55,13 +56,21 @@ def redact_request(request: ExportTraceServiceRequest) -> None:
                 if span.status.message:
                     # an empty message would let the converter fall back to the exception
                     # event's; this one scrubs to "" again, as the original did
-                    span.status.message = (scrub_error_message(span.status.message)
+                    span.status.message = (_scrubbed(span.status.message)
                                            or _SCRUBS_TO_NOTHING)
                 for event in span.events:
                     if event.name == "exception":
                         for kv in event.attributes:
                             if kv.key in _ERROR_KEYS:
-                                _redact_value(kv, scrub_error_message)
+                                _redact_value(kv, _scrubbed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scrubbed(message: str) -> str:
+    """Cached: a failing statement repeats the same message and stack trace in every
+    request, and scrubbing (a dozen regular expressions over a stack trace) costs more than
+    decoding the span."""
+    return scrub_error_message(message)
 
 
 def _redact_value(kv: KeyValue, redact: Callable[[str], str]) -> None:
