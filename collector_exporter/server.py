@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent import futures
+from dataclasses import replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,9 +21,14 @@ def build_server(
     settings: ServiceSettings, sink: EventSink | None = None
 ) -> tuple[grpc.Server, int, LineageTraceService, health.HealthServicer]:
     """(server, bound port, trace service, health servicer); the server is not started."""
+    lineage = settings.lineage
+    if settings.spool_dir is not None and lineage.spool_dir is None:
+        # A request log without an event spool would be deleted once events are merely
+        # attempted (failed ones included): the events go under the same directory.
+        lineage = replace(lineage, spool_dir=str(settings.spool_dir / "events"))
     service = LineageTraceService(
-        settings.lineage,
-        sink if sink is not None else sink_from_environment(settings.lineage),
+        lineage,
+        sink if sink is not None else sink_from_environment(lineage),
         settings.bearer_token,
         RequestLog(settings.spool_dir / "requests") if settings.spool_dir else None,
         settings.request_log_max_bytes,

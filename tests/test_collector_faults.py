@@ -106,3 +106,67 @@ def test_collector_exporter_killed_and_restarted_behind_the_collector_loses_noth
     assert "Will retry" in collector_log.read_text()  # the outage was met and ridden out
     print(f"\n{len(accepted)} traces accepted by the Collector, {len(expected)} runs, all "
           f"delivered; {sum(len(t) // 2 - 1 for t in types.values())} sent twice")
+
+
+def test_a_full_lineage_queue_gives_the_app_an_error_not_a_silent_drop(
+    otelcol: Path, tmp_path: Path
+) -> None:
+    """collector_exporter down and a sending queue of 2 requests (LINEAGE_QUEUE_SIZE): the
+    Collector answers the app's exporter UNAVAILABLE once the queue is full (with a batch
+    processor in traces/lineage it answered OK and dropped the spans); every request the
+    app got OK for, or retried until OK, ends up as lineage once the service is up."""
+    lineage_port, grpc_port = free_port(), free_port()
+    collector_log = tmp_path / "otelcol.log"
+    with collector_log.open("w") as out:
+        collector = subprocess.Popen(
+            [str(otelcol), "--config", str(CONFIG)], stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env=clean_env(
+                HOME=str(tmp_path), OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
+                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
+                OTELCOL_METRICS_PORT=str(free_port()), LINEAGE_QUEUE_SIZE="2",
+                LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
+                JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}"))
+    exporter = None
+    refused: list[str] = []
+    try:
+        wait_for(lambda: port_open(grpc_port), 60, "the Collector's OTLP receiver")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+
+            def send(k: int) -> bool:
+                try:
+                    stub.Export(request([
+                        sqlalchemy_statement(0x11, 0x22, operation="INSERT",
+                                             written=("loans",), trace_id=0x8000 + k),
+                        span(0x22, "checkout", trace_id=0x8000 + k)]), timeout=10)
+                    return True
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc  # retryable
+                    refused.append(str(exc.details()))
+                    return False
+
+            pending = [k for k in range(1, 11) if not send(k)]
+            assert refused, "a full sending queue must refuse, not drop silently"
+            assert all("sending queue is full" in r for r in refused), refused
+            exporter = start_exporter(tmp_path, lineage_port, 0)
+            deadline = time.monotonic() + 90
+            while pending and time.monotonic() < deadline:  # the app's exporter retrying
+                pending = [k for k in pending if not send(k)]
+                time.sleep(0.2)
+            assert pending == []
+
+        expected = {expected_run_id(0x8000 + k, 0x22) for k in range(1, 11)}
+
+        def all_there() -> bool:
+            runs = {e["run"]["runId"] for e in read_events(tmp_path / "events.jsonl")
+                    if e["eventType"] == "COMPLETE"}
+            return expected <= runs
+
+        wait_for(all_there, 90, "every trace's run; Collector log tail:\n"
+                 + collector_log.read_text()[-2000:], interval=0.5)
+    finally:
+        stop(collector, 20)
+        if exporter is not None:
+            stop(exporter, 30)
+    print(f"\n{len(refused)} Export calls refused with UNAVAILABLE while the queue was full; "
+          "all 10 runs delivered after the app's retries")
