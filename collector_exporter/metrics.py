@@ -27,9 +27,13 @@ _HELP = {
     "spool_pending": "events in the on-disk spool waiting for the backend",
     "spool_bytes": "bytes of the on-disk spool's segment files",
     "spool_corrupt": "unreadable spool lines skipped",
+    "spool_errors": "spool I/O errors survived (the failed step is retried with backoff)",
     "request_log_bytes": "bytes of acknowledged requests not yet turned into spooled events",
     "requests_replayed": "acknowledged requests replayed from the request log at start",
-    "requests_unavailable": "requests refused because the request log could not be written",
+    "requests_unavailable": (
+        "requests refused as UNAVAILABLE (the Collector retries): the request log could "
+        "not be written, or the delivery queue or spool is near full"
+    ),
 }
 _GAUGES = {"held", "spool_pending", "spool_bytes", "request_log_bytes"}
 
