@@ -109,23 +109,16 @@ def test_collector_exporter_killed_and_restarted_behind_the_collector_loses_noth
 
 
 def test_a_full_lineage_queue_gives_the_app_an_error_not_a_silent_drop(
-    otelcol: Path, tmp_path: Path
+    otelcol_binary: Path, tmp_path: Path
 ) -> None:
     """collector_exporter down and a sending queue of 2 requests (LINEAGE_QUEUE_SIZE): the
     Collector answers the app's exporter UNAVAILABLE once the queue is full (with a batch
     processor in traces/lineage it answered OK and dropped the spans); every request the
     app got OK for, or retried until OK, ends up as lineage once the service is up."""
     lineage_port, grpc_port = free_port(), free_port()
-    collector_log = tmp_path / "otelcol.log"
-    with collector_log.open("w") as out:
-        collector = subprocess.Popen(
-            [str(otelcol), "--config", str(CONFIG)], stdout=out, stderr=subprocess.STDOUT,
-            cwd=tmp_path, env=clean_env(
-                HOME=str(tmp_path), OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{grpc_port}",
-                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
-                OTELCOL_METRICS_PORT=str(free_port()), LINEAGE_QUEUE_SIZE="2",
-                LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
-                JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}"))
+    collector, collector_log = start_otelcol(
+        otelcol_binary, CONFIG, tmp_path, grpc_port=grpc_port, http_port=free_port(),
+        metrics_port=free_port(), lineage_port=lineage_port, LINEAGE_QUEUE_SIZE="2")
     exporter = None
     refused: list[str] = []
     try:

@@ -231,10 +231,12 @@ def start_collector_exporter(
 
 
 def start_otelcol(binary: Path, config: Path, cwd: Path, *, grpc_port: int, http_port: int,
-                  metrics_port: int, lineage_port: int) -> tuple[subprocess.Popen[Any], Path]:
+                  metrics_port: int, lineage_port: int,
+                  **extra_env: str) -> tuple[subprocess.Popen[Any], Path]:
     """The real Collector running ``config`` (the project's otel-collector-config.yaml reads
     its endpoints from these variables) on the given loopback ports, exporting lineage to
     ``lineage_port``; Jaeger gets a port nobody listens on (its exporter just retries).
+    ``extra_env``: more of the config's variables (``LINEAGE_QUEUE_SIZE``, ...).
     Returns the process and its log; the caller waits for what it needs to be ready."""
     log = cwd / "otelcol.log"
     with log.open("w") as out:
@@ -247,6 +249,7 @@ def start_otelcol(binary: Path, config: Path, cwd: Path, *, grpc_port: int, http
                 OTELCOL_METRICS_PORT=str(metrics_port),
                 LINEAGE_OTLP_ENDPOINT=f"127.0.0.1:{lineage_port}",
                 JAEGER_OTLP_ENDPOINT=f"127.0.0.1:{free_port()}",
+                **extra_env,
             ))
     return proc, log
 
