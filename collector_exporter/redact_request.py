@@ -3,21 +3,20 @@
 Why: the log holds acknowledged requests on disk until their events are spooled, and
 possibly across restarts. Other languages' instrumentations put SQL with its literals in
 ``db.statement`` / ``db.query.text``, and exception messages may quote bound values. The
-converter redacts both when it builds events (``redact_sql``, ``scrub_error_message``); doing
+converter redacts both when it builds events (``redact_sql``, ``scrub_repeated_message``); doing
 the same before the write keeps them off the disk, and since both functions give the same
 result when applied again, a replayed request yields the same events.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otel_sqla_lineage.redact import redact_sql
-from otel_sqla_lineage.scrub import scrub_error_message
+from otel_sqla_lineage.scrub import scrub_repeated_message
 from otel_sqla_lineage.spans import SpanView
 
 _SQL_KEYS = frozenset({"db.statement", "db.query.text"})
@@ -65,12 +64,10 @@ def redact_request(request: ExportTraceServiceRequest) -> None:
                                 _redact_value(kv, _scrubbed)
 
 
-@functools.lru_cache(maxsize=1024)
 def _scrubbed(message: str) -> str:
-    """Cached: a failing statement repeats the same message and stack trace in every
-    request, and scrubbing (a dozen regular expressions over a stack trace) costs more than
-    decoding the span."""
-    return scrub_error_message(message)
+    """Cached (see :func:`scrub_repeated_message`): a failing statement repeats the same
+    message and stack trace in every request."""
+    return scrub_repeated_message(message)
 
 
 def _redact_value(kv: KeyValue, redact: Callable[[str], str]) -> None:

@@ -27,7 +27,7 @@ from otel_sqla_lineage.naming import DatabaseLocation, scheme_for
 from otel_sqla_lineage.redact import redact_sql
 from otel_sqla_lineage.runid import run_id_for
 from otel_sqla_lineage.schema import Columns, decode_schemas
-from otel_sqla_lineage.scrub import scrub_error_message
+from otel_sqla_lineage.scrub import scrub_repeated_message
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 from otel_sqla_lineage.sqltext import parse_sql
@@ -438,11 +438,11 @@ class Converter:
             if event.name == "exception":
                 message = message or str(event.attributes.get(attr.EXCEPTION_MESSAGE, ""))
                 raw_stack = event.attributes.get(attr.EXCEPTION_STACKTRACE)
-                stack = scrub_error_message(str(raw_stack)) if raw_stack else None
+                stack = scrub_repeated_message(str(raw_stack)) if raw_stack else None
         language = str(span.resource.get("telemetry.sdk.language") or "unknown")
         return ev.facet(
             ev.ERROR_MESSAGE,
-            message=scrub_error_message(message) or "failed",
+            message=scrub_repeated_message(message) or "failed",
             programmingLanguage=language,
             stackTrace=stack,
         )

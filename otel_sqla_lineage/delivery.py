@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,7 +47,9 @@ Event = Mapping[str, Any]
 class EventSink(Protocol):
     """Where the worker thread puts events. ``emit`` may block and may raise: the worker
     catches, counts and logs. Events share parts with other events (and cache their
-    JSON): a sink must not mutate them."""
+    JSON): a sink must not mutate them. A sink that stores ``to_json`` lines may also have
+    ``write_json_lines(lines: Sequence[bytes])``: the workers then hand it whole batches
+    already serialised (the spool's own lines), all taken or (raising) none."""
 
     description: str
 
@@ -74,7 +76,16 @@ class JsonLinesSink:
         self._fd: int | None = None
 
     def emit(self, event: Event) -> None:
-        line = (to_json(event) + "\n").encode("utf-8")
+        self._write((to_json(event) + "\n").encode("utf-8"))
+
+    def write_json_lines(self, lines: Sequence[bytes]) -> None:
+        """Appends events already serialised by ``to_json`` (UTF-8, no newline), all in
+        one ``write`` under one ``flock``: the delivery workers hand over a batch at a
+        time, and the spool's lines are exactly what this file takes."""
+        if lines:
+            self._write(b"\n".join(lines) + b"\n")
+
+    def _write(self, data: bytes) -> None:
         opened = self._fd is None
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +94,8 @@ class JsonLinesSink:
         try:
             if opened and os.fstat(self._fd).st_size and not _ends_with_newline(self.path):
                 # a process killed mid-write left half a line: keep the next one whole
-                line = b"\n" + line
-            _write_all(self._fd, line)
+                data = b"\n" + data
+            _write_all(self._fd, data)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -399,20 +410,16 @@ class DeliveryQueue:
                 except Exception:
                     _log.exception("otel-sqla-lineage: periodic expiry failed")
                 continue
-            for event in batch:
-                try:
-                    self.sink.emit(event)
-                    self.delivered += 1
-                except Exception as exc:
-                    self.failed += 1
-                    _log.warning(
-                        "otel-sqla-lineage: %s failed to take an event (%s: %s); %d failed "
-                        "so far",
-                        self.sink.description,
-                        type(exc).__name__,
-                        exc,
-                        self.failed,
-                    )
+            write_lines = getattr(self.sink, "write_json_lines", None)
+            if write_lines is not None:
+                self._write_lines(write_lines, batch)
+            else:
+                for event in batch:
+                    try:
+                        self.sink.emit(event)
+                        self.delivered += 1
+                    except Exception as exc:
+                        self._note_failed(exc, 1)
             try:
                 self.sink.flush()
             except Exception:
@@ -427,6 +434,30 @@ class DeliveryQueue:
             self.sink.close()
         except Exception:
             _log.exception("otel-sqla-lineage: %s failed to close", self.sink.description)
+
+
+    def _write_lines(self, write_lines: Callable[[Sequence[bytes]], None],
+                     batch: list[Event]) -> None:
+        """A JSON-lines sink takes the batch in one write (one lock, one system call)."""
+        lines = []
+        for event in batch:
+            try:
+                lines.append(to_json(event).encode("utf-8"))
+            except Exception as exc:
+                self._note_failed(exc, 1)
+        try:
+            write_lines(lines)
+            self.delivered += len(lines)
+        except Exception as exc:
+            self._note_failed(exc, len(lines))
+
+    def _note_failed(self, exc: Exception, count: int) -> None:
+        self.failed += count
+        _log.warning(
+            "otel-sqla-lineage: %s failed to take %s (%s: %s); %d failed so far",
+            self.sink.description, "an event" if count == 1 else f"{count} events",
+            type(exc).__name__, exc, self.failed,
+        )
 
 
 CLOSE_GRACE_SECONDS = 5.0
@@ -457,7 +488,7 @@ class SpooledDelivery:
         tick_interval: float = 1.0,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
-        batch: int = 100,
+        batch: int = 512,
     ) -> None:
         self.sink = sink
         self.spool = spool
@@ -687,9 +718,17 @@ class SpooledDelivery:
         with self._spool_lock:
             if self._closed:
                 return None
-            events, position = self.spool.peek(self._batch)
+            # a JSON-lines sink takes the spool's lines as they are: not parsed, not
+            # serialised again (together ~20% of collector_exporter's CPU)
+            write_lines = getattr(self.sink, "write_json_lines", None)
+            lines: list[bytes] = []
+            events: list[dict[str, Any]] = []
+            if write_lines is not None:
+                lines, position = self.spool.peek_lines(self._batch)
+            else:
+                events, position = self.spool.peek(self._batch)
             skipped = self.spool.last_skipped
-        if not events:
+        if not lines and not events:
             if skipped:
                 self._commit(position, 0, skipped)
                 return self._retry_initial
@@ -701,22 +740,32 @@ class SpooledDelivery:
                 self._cond.wait_for(lambda: self._appended != seen or self._closing, 0.5)
             return self._retry_initial
         sent = 0
-        for event in events:
+        count = len(lines) or len(events)
+        if write_lines is not None:
+            # the whole batch or (on an error) none of it counts as sent: all retried
             try:
-                self.sink.emit(event)
+                write_lines(lines)
+                sent = len(lines)
             except Exception as exc:
                 self.failed += 1
                 self._note_failure(exc, delay)
-                break
-            sent += 1
-        if sent == len(events):
+        else:
+            for event in events:
+                try:
+                    self.sink.emit(event)
+                except Exception as exc:
+                    self.failed += 1
+                    self._note_failure(exc, delay)
+                    break
+                sent += 1
+        if sent == count:
             try:
                 self.sink.flush()
             except Exception as exc:
                 self.failed += 1
                 self._note_failure(exc, delay)
                 sent = -1
-        if sent == len(events):
+        if sent == count:
             self._commit(position, sent, skipped)
             if self._backing_off:
                 _log.warning("otel-sqla-lineage: %s is taking events again; %d still "

@@ -229,3 +229,43 @@ def test_writers_sharing_the_default_file_never_mix_their_lines(tmp_path: Path) 
     assert sorted((e["writer"], e["i"]) for e in events) == sorted(
         (n, i) for n in range(2) for i in range(per_writer)
     )
+
+
+def test_batches_written_whole_by_writers_sharing_the_file(tmp_path: Path) -> None:
+    """The delivery workers hand JsonLinesSink a batch of lines in one write: two writers'
+    batches must not mix either, and every line stays whole."""
+    import threading
+
+    path = tmp_path / "openlineage_events.jsonl"
+    sinks = [JsonLinesSink(path), JsonLinesSink(path)]
+    payload = "x" * 20_000
+
+    def write(n: int) -> None:
+        for b in range(20):
+            sinks[n].write_json_lines([
+                json.dumps({"writer": n, "i": b * 10 + i, "pad": payload}).encode()
+                for i in range(10)])
+        sinks[n].close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert sorted((e["writer"], e["i"]) for e in events) == sorted(
+        (n, i) for n in range(2) for i in range(200))
+    for n in range(2):  # each writer's lines in its own order
+        assert [e["i"] for e in events if e["writer"] == n] == list(range(200))
+
+
+def test_a_file_that_cannot_be_written_counts_the_batch_as_failed(tmp_path: Path) -> None:
+    """Without a spool the worker writes a batch at a time: if the write fails, every event
+    of it is counted as failed (none as delivered), and nothing reaches the app."""
+    (tmp_path / "events.jsonl").mkdir()  # a directory where the file should be
+    exporter = OpenLineageSpanExporter(sink=JsonLinesSink(tmp_path / "events.jsonl"))
+    real_spans(exporter, 3)
+    assert exporter.force_flush(10_000)
+    stats = exporter.stats
+    assert stats["delivered"] == 0 and stats["failed"] == 6
+    exporter.shutdown()

@@ -213,3 +213,31 @@ def test_segments_roll_and_delivered_ones_are_deleted(tmp_path: Path) -> None:
     spool.close()
 
 
+
+
+def test_a_json_lines_sink_gets_the_spooled_lines_as_stored_and_bad_ones_are_skipped(
+    tmp_path: Path,
+) -> None:
+    """The sender hands a JSON-lines sink the spool's lines without parsing them: the
+    events file must hold exactly the good lines, in order, and nothing of a damaged one
+    (not an object, NUL bytes a power loss leaves, bytes that are not UTF-8)."""
+    from otel_sqla_lineage.delivery import JsonLinesSink, SpooledDelivery
+
+    spool_dir = tmp_path / "spool"
+    good = [json.dumps({"eventType": "START", "n": n, "text": "caf\u00e9"}, sort_keys=True)
+            for n in range(3)]
+    spool = Spool(spool_dir, 1 << 20)
+    assert spool.append([good[0], "not json", good[1]]) == 3
+    spool.close()
+    segment = next(spool_dir.glob("*.jsonl"))
+    with segment.open("ab") as handle:
+        handle.write(b'{"n": "\x00\x00\x00"}\n{"n": "\xff\xfe"}\n' + good[2].encode() + b"\n")
+    reopened = Spool(spool_dir, 1 << 20)
+    out = tmp_path / "events.jsonl"
+    delivery = SpooledDelivery(JsonLinesSink(out), reopened, 100)
+    assert delivery.flush(10)
+    delivery.close(10)
+    assert out.read_text(encoding="utf-8").splitlines() == good
+    assert reopened.corrupt == 3
+    assert delivery.delivered == 3
+    assert reopened.pending == 0

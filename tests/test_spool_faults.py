@@ -175,13 +175,18 @@ def test_sender_sleeps_when_counted_events_cannot_be_read(
     assert spool.append(numbered(5)) == 5
     os.truncate(next((tmp_path / "spool").glob("*.jsonl")), 0)
     peeks = {"n": 0}
-    real_peek = spool.peek
+    real_peek, real_peek_lines = spool.peek, spool.peek_lines
 
     def counting_peek(limit: int) -> Any:
         peeks["n"] += 1
         return real_peek(limit)
 
+    def counting_peek_lines(limit: int) -> Any:  # what a JSON-lines sink is fed from
+        peeks["n"] += 1
+        return real_peek_lines(limit)
+
     monkeypatch.setattr(spool, "peek", counting_peek)
+    monkeypatch.setattr(spool, "peek_lines", counting_peek_lines)
     delivery = SpooledDelivery(JsonLinesSink(tmp_path / "events.jsonl"), spool, 100)
     time.sleep(1.0)
     looked = peeks["n"]
