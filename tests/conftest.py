@@ -178,3 +178,15 @@ def lineage(tmp_path: Path) -> Iterator[Lineage]:
         instrumentor.uninstrument()
         result.traced.provider.shutdown()
 
+
+def run_jobs(exporter: Any, names: list[str]) -> None:
+    """One job span per name, each enclosing one SELECT statement span, through ``exporter``
+    (a SimpleSpanProcessor: every span reaches it as it ends)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    for name in names:
+        with tracer.start_as_current_span(name), tracer.start_as_current_span(
+            "SELECT", attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
+        ):
+            pass

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from procs.otlp_tools import (
     key_values,
+    logged_traces,
     read_events,
     request,
     semconv_statement,
@@ -69,15 +70,6 @@ def service(tmp_path: Path, queue_max_events: int = 10_000, **kwargs: Any
     return LineageTraceService(settings, JsonLinesSink(tmp_path / "events.jsonl"), None,
                                RequestLog(tmp_path / "spool" / "requests"),
                                checkpoint_interval=None, **kwargs)
-
-
-def logged_traces(directory: Path) -> list[set[int]]:
-    out = []
-    for payload in RequestLog(directory).replay():
-        req = ExportTraceServiceRequest.FromString(payload)
-        out.append({int.from_bytes(s.trace_id, "big") for rs in req.resource_spans
-                    for ss in rs.scope_spans for s in ss.spans})
-    return out
 
 
 def complete_runs(path: Path) -> set[str]:

@@ -19,13 +19,11 @@ import grpc
 import pytest
 from fakes import switchable_lineage_backend
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
 from procs.otlp_tools import (
     TRACE,
     clean_env,
     free_port,
+    logged_traces,
     request,
     span,
     sqlalchemy_statement,
@@ -165,15 +163,6 @@ class Context:
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise grpc.RpcError(code, details)
-
-
-def logged_traces(directory: Path) -> list[set[int]]:
-    out = []
-    for payload in RequestLog(directory).replay():
-        req = ExportTraceServiceRequest.FromString(payload)
-        out.append({int.from_bytes(s.trace_id, "big") for rs in req.resource_spans
-                    for ss in rs.scope_spans for s in ss.spans})
-    return out
 
 
 def send_complete_traces(service: LineageTraceService, trace_ids: range) -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_jobs
 from fakes import HangingSink, switchable_lineage_backend
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from procs.otlp_tools import clean_env, free_port, wait_for
 
 from otel_sqla_lineage.delivery import OpenLineageTransportSink
@@ -33,17 +32,6 @@ def http_sink(url: str) -> OpenLineageTransportSink:
         "type": "http", "url": url, "timeout": 2,
         "retry": {"total": 1, "backoff_factor": 0.01}})
     return OpenLineageTransportSink(transport, f"http {url}")
-
-
-def run_jobs(exporter: OpenLineageSpanExporter, names: list[str]) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("t")
-    for name in names:
-        with tracer.start_as_current_span(name), tracer.start_as_current_span(
-            "SELECT", attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
-        ):
-            pass
 
 
 def job_events(events: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from conftest import run_jobs
 from procs.otlp_tools import wait_for
 
 from otel_sqla_lineage.delivery import JsonLinesSink, SpooledDelivery
@@ -51,17 +50,6 @@ def read_all(spool: Spool) -> list[dict[str, Any]]:
 
 def oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
-
-
-def run_jobs(exporter: OpenLineageSpanExporter, names: list[str]) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("t")
-    for name in names:
-        with tracer.start_as_current_span(name), tracer.start_as_current_span(
-            "SELECT", attributes={"db.system": "sqlite", "db.statement": "SELECT * FROM books"}
-        ):
-            pass
 
 
 def delivered_jobs(path: Path) -> list[tuple[str, str]]:

@@ -270,3 +270,15 @@ def self_signed_certificate(directory: Path, name: str = "server") -> tuple[Path
         check=True, capture_output=True, timeout=60,
     )
     return cert, key
+
+
+def logged_traces(directory: Path) -> list[set[int]]:
+    """The trace ids of each request in collector_exporter's request log, in log order."""
+    from collector_exporter.request_log import RequestLog
+
+    out = []
+    for payload in RequestLog(directory).replay():
+        req = ExportTraceServiceRequest.FromString(payload)
+        out.append({int.from_bytes(s.trace_id, "big") for rs in req.resource_spans
+                    for ss in rs.scope_spans for s in ss.spans})
+    return out
