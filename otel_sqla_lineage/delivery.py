@@ -29,13 +29,13 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.events import to_json, to_openlineage_event
+from otel_sqla_lineage.forking import ForkRegistry
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spool import Position, Spool
 
@@ -265,20 +265,8 @@ def _sink_after_fork(sink: EventSink) -> None:
             _log.exception("otel-sqla-lineage: %s cannot be reset after fork", sink.description)
 
 
-# Every delivery of this process, weakly: after ``fork`` (gunicorn --preload, multiprocessing)
-# the child has none of the parent's threads, so each restarts its own workers.
-_LIVE: weakref.WeakSet[DeliveryQueue | SpooledDelivery] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for delivery in list(_LIVE):
-        try:
-            delivery.after_fork_in_child()
-        except Exception:
-            _log.exception("otel-sqla-lineage: delivery cannot be restarted after fork")
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# Every delivery of this process: in a forked child each restarts its own workers.
+_LIVE = ForkRegistry("delivery")
 
 
 class DeliveryQueue:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +14,7 @@ from otel_sqla_lineage.assemble import RunAssembler
 from otel_sqla_lineage.convert import Converter
 from otel_sqla_lineage.delivery import DeliveryQueue, EventSink, SpooledDelivery
 from otel_sqla_lineage.errors import ConfigError
+from otel_sqla_lineage.forking import ForkRegistry
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
 from otel_sqla_lineage.spool import Spool
@@ -143,18 +143,9 @@ class LineagePipeline:
         return self._delivery.close(timeout)
 
 
-_PIPELINES: weakref.WeakSet[LineagePipeline] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for pipeline in list(_PIPELINES):
-        try:
-            pipeline.after_fork_in_child()
-        except Exception:
-            _log.exception("otel-sqla-lineage: lineage pipeline cannot be reset after fork")
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# After the deliveries' registry (delivery is imported first): a pipeline's reset
+# replaces its delivery, which has restarted by then.
+_PIPELINES = ForkRegistry("lineage pipeline")
 
 
 def _open_spool(settings: LineageSettings, *, required: bool) -> Spool | None:
