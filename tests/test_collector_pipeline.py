@@ -76,17 +76,21 @@ class Pipeline:
             return trace_service_pb2_grpc.TraceServiceStub(channel).Export(req, timeout=10)
 
     def settle(self, timeout: float = 60) -> list[dict[str, Any]]:
-        """Events, once collector_exporter has received every span the Collector accepted
-        and delivered every event it emitted (runs still held are not emitted)."""
+        """Events, once collector_exporter's converter has seen every span the Collector
+        accepted and every event it emitted is delivered (runs still held are not emitted).
+
+        ``spans_seen``, not ``spans_received``: a request is counted as received before its
+        spans reach the converter, and in that gap the emitted and delivered counters still
+        agree on the previous requests' events, which made this wait return early."""
         def settled() -> bool:
             accepted = sum(v for k, v in metrics(self.collector_metrics_port).items()
                            if k.startswith("otelcol_receiver_accepted_spans"))
             ours = metrics(self.exporter_metrics_port)
-            return (accepted > 0 and ours["collector_exporter_spans_received"] >= accepted
+            return (accepted > 0 and ours["collector_exporter_spans_seen"] >= accepted
                     and ours["collector_exporter_delivered"]
                     == ours["collector_exporter_events_emitted"])
 
-        wait_for(settled, timeout, "collector_exporter to receive what the Collector accepted; "
+        wait_for(settled, timeout, "collector_exporter to convert what the Collector accepted; "
                  "Collector log tail:\n" + self.collector_log.read_text()[-3000:], interval=0.2)
         return self.events()
 
