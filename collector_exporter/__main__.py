@@ -163,8 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     flushed = service.close(30.0)
     if metrics is not None:
         metrics.shutdown()
-    _log.info("stopped (%s); counters: %s",
-              "all held runs flushed" if flushed else "flush timed out", service.stats())
+    stats = service.stats()
+    outcome = "all held runs flushed" if flushed else "flush timed out"
+    if stats.get("spool_pending"):
+        outcome += (f"; {stats['spool_pending']} event(s) wait in the spool for the next "
+                    "start (the backend did not take them in time)")
+    _log.info("stopped (%s); counters: %s", outcome, stats)
     return 0 if flushed else 1
 
 

@@ -82,7 +82,7 @@ class Served:
         assert self.service.flush(10)
         return read_events(self.events_file)
 
-    def wait_events(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    def wait_events(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         """Wait for ``count`` events to be written, without flushing held runs."""
         return wait_for(lambda: (e := read_events(self.events_file)) and len(e) >= count and e,
                         timeout, f"{count} events in {self.events_file}")
@@ -535,7 +535,8 @@ def test_metrics_endpoint_shows_counters_after_traffic(serve: Serve) -> None:
     served.export(request([_good(), _own_parent()]))
     served.export(request([sqlalchemy_statement(0x41, 0xF1, operation="SELECT",
                                                 read=("books",))]))
-    served.wait_events(2)
+    # the sink writes the file first and counts the delivery after: wait on the counter
+    wait_for(lambda: served.service.stats()["delivered"] == 2, 30, "2 events delivered")
     endpoint = serve_metrics("127.0.0.1:0", served.service.stats)
     try:
         port = endpoint.server_address[1]
@@ -582,14 +583,15 @@ def test_max_spans_evicts_the_oldest_held_statements_as_runs_of_their_own(
 
 
 def test_max_age_emits_held_statements_without_their_parent(serve: Serve) -> None:
-    served = serve(lineage=LineageSettings(buffer_timeout_seconds=0.5))
+    # long enough that a stalled machine cannot expire them before the first check
+    served = serve(lineage=LineageSettings(buffer_timeout_seconds=2))
     served.export(request([
         sqlalchemy_statement(0x61, 0xAA, operation="SELECT", read=("books",)),
         sqlalchemy_statement(0x62, 0xAA, operation="UPDATE", written=("books",)),
     ]))
     assert served.service.stats()["held"] == 2
     # no further request: the delivery worker's periodic tick expires them
-    events = served.wait_events(4, timeout=10)
+    events = served.wait_events(4, timeout=30)
     assert sorted({e["job"]["name"] for e in events}) == [
         "library.SELECT books", "library.UPDATE books"]
     assert all("parent" not in e["run"]["facets"] for e in events)
@@ -605,7 +607,8 @@ def test_hung_lineage_backend_never_blocks_export_and_drops_are_counted(serve: S
         for i in range(10):
             served.export(request([sqlalchemy_statement(0x70 + i, None, operation="SELECT",
                                                         read=("books",), trace_id=0xE0 + i)]))
-        assert time.monotonic() - started < 5
+        # a blocked Export would take the hang (until released) per request
+        assert time.monotonic() - started < 30
         stats = served.service.stats()
         assert stats["dropped"] >= 10 and stats["events_emitted"] == 20
     finally:

@@ -55,7 +55,7 @@ def test_hanging_backend_does_not_block_export_and_the_queue_is_bounded() -> Non
     exporter = OpenLineageSpanExporter(sink=sink, queue_max_events=10)
     started = time.monotonic()
     real_spans(exporter, 50)  # 100 events into a queue of 10, behind a backend that hangs
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # blocked, it would wait for the release
     stats = exporter.stats
     assert stats["dropped"] == 100 - 10  # queued plus in flight never exceeds the bound
     sink.release.set()
@@ -74,7 +74,7 @@ def test_http_backend_answering_500_costs_the_app_nothing(tmp_path: Path) -> Non
         exporter = OpenLineageSpanExporter(sink=OpenLineageTransportSink(transport, "http"))
         started = time.monotonic()
         real_spans(exporter, 2)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0
         assert exporter.force_flush(30_000)
         assert exporter.stats["failed"] == 4
         assert bodies, "the backend was called"

@@ -498,7 +498,7 @@ def test_redaction_of_a_long_statement_is_bounded_in_time() -> None:
         f"token = (upper('{i}'))" for i in range(20_000))
     started = time.monotonic()
     redacted = redact_sql(sql)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # generous: a loaded machine, a linear scan
     assert "'1'" not in redacted and redacted.count(REDACTED) == 20_000
 
 
@@ -511,5 +511,5 @@ def test_redaction_of_many_sensitive_comparisons_in_one_operand_is_linear() -> N
         f"token = lower('{i}')" for i in range(20_000))
     started = time.monotonic()
     redacted = redact_sql(sql)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # generous: a loaded machine, a linear scan
     assert "'1'" not in redacted and redacted.count(REDACTED) == 20_000

@@ -331,7 +331,7 @@ def test_stats_do_not_wait_for_a_slow_disk(
     started = time.monotonic()
     stats = exporter.stats
     took = time.monotonic() - started
-    assert took < 0.5, f"stats waited {took:.1f}s for the disk"
+    assert took < 1.5, f"stats waited {took:.1f}s for the disk"
     assert stats["spool_bytes"] > 0
     monkeypatch.undo()
     exporter.shutdown()

@@ -163,9 +163,10 @@ def port_open(port: int) -> bool:
 def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    # a line being written while we read is not complete yet
-    return [json.loads(line) for line in lines if line.endswith("}")]
+    text = path.read_bytes()
+    # a line being written while we read is not complete yet: only what ends in a newline
+    complete = text[: text.rfind(b"\n") + 1].decode("utf-8")
+    return [json.loads(line) for line in complete.splitlines() if line]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
