@@ -520,7 +520,7 @@ class SpooledDelivery:
     def after_fork_in_child(self) -> None:
         """In a forked child the spool is the parent's (its files, its lock): the child
         lets go of it without touching the files and takes nothing more; ``forked_away``
-        tells the owner (the pipeline) to deliver without a spool from now on."""
+        tells the owner (the pipeline) to set up delivery of its own (a worker slot)."""
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()

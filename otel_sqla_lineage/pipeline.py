@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from otel_sqla_lineage.assemble import RunAssembler
@@ -17,7 +18,7 @@ from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.forking import ForkRegistry
 from otel_sqla_lineage.settings import LineageSettings
 from otel_sqla_lineage.spans import SpanView
-from otel_sqla_lineage.spool import Spool
+from otel_sqla_lineage.spool import Spool, claim_spool
 
 _log = logging.getLogger(__name__)
 
@@ -45,19 +46,21 @@ class LineagePipeline:
     def after_fork_in_child(self) -> None:
         """A forked child (gunicorn --preload) starts empty, with a fresh lock (the
         parent's export thread may have held it at the fork); the held runs are the
-        parent's to emit. The parent's spool is not the child's: it goes on without one."""
+        parent's to emit. The parent's spool is not the child's: the child claims a
+        worker slot of the same directory (or, none free, goes on without a spool)."""
         self._lock = threading.Lock()
         self._assembler = RunAssembler(Converter(self.settings))
         old = self._delivery
         if isinstance(old, SpooledDelivery):
             old.after_fork_in_child()  # idempotent: drops the inherited spool
             if old.forked_away:
-                _log.warning(
-                    "otel-sqla-lineage: process %d was forked from the one that opened the "
-                    "spool %s; delivering without a spool here. Give each worker process "
-                    "its own OTEL_SQLA_LINEAGE_SPOOL_DIR (see README, Reliability)",
-                    os.getpid(), old.spool.directory)
-                self._delivery = DeliveryQueue(old.sink, old.max_events, tick=self._expire)
+                spool = _open_spool(self.settings, required=False)
+                if spool is None:
+                    self._delivery = DeliveryQueue(old.sink, old.max_events,
+                                                   tick=self._expire)
+                else:
+                    self._delivery = SpooledDelivery(old.sink, spool, old.max_events,
+                                                     tick=self._expire)
 
     @property
     def sink(self) -> EventSink:
@@ -149,10 +152,19 @@ _PIPELINES = ForkRegistry("lineage pipeline")
 
 
 def _open_spool(settings: LineageSettings, *, required: bool) -> Spool | None:
+    """``required`` (collector_exporter): the directory itself, exclusively. Otherwise
+    (the library, maybe one of several worker processes) a free worker slot will do."""
     if settings.spool_dir is None:
         return None
     try:
-        return Spool(settings.spool_dir, settings.spool_max_bytes)
+        if required:
+            return Spool(settings.spool_dir, settings.spool_max_bytes)
+        spool = claim_spool(settings.spool_dir, settings.spool_max_bytes)
+        if spool.directory.parent == Path(settings.spool_dir).absolute():
+            _log.info("otel-sqla-lineage: spool directory %s is in use by another process; "
+                      "process %d spools in %s", settings.spool_dir, os.getpid(),
+                      spool.directory)
+        return spool
     except (ConfigError, OSError) as exc:  # Spool turns its OSErrors into ConfigError
         if required and not isinstance(exc, ConfigError):
             raise ConfigError(f"cannot use spool directory {settings.spool_dir}: {exc}") \

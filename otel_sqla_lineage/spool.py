@@ -10,6 +10,7 @@ Layout of the directory (one process at a time, enforced with ``flock`` on ``loc
     00000000000000000001.jsonl   segments: one event per line, exactly to_json(event)
     00000000000000000002.jsonl   (append-only; a new segment past the roll size)
     cursor                       "<segment> <offset>": the first event not yet delivered
+    worker-1/, worker-2/, ...    spools of further processes (see :func:`claim_spool`)
 
 A line is appended with one ``write`` (continued if the OS takes less; cut back to the
 last whole line if it fails, e.g. on a full disk) and is visible to the OS at once, so
@@ -393,3 +394,31 @@ class Spool:
                     handle.seek(self._cursor.offset)
                 count += sum(1 for _ in handle)
         return count
+
+
+WORKER_SLOTS = 64
+
+
+def claim_spool(directory: str | os.PathLike[str], max_bytes: int, *,
+                slots: int | None = None) -> Spool:
+    """The spool at ``directory`` or, while another process holds it, the first free
+    ``directory/worker-N`` (N = 1 .. ``slots``), each bounded by ``max_bytes``.
+
+    Why slots and not one directory per setting: an app runs as several processes with
+    one environment (gunicorn or uWSGI workers, forked before or after tracing is set up),
+    and each needs a spool of its own. Taking the lowest free slot means a restarted pool
+    of N workers takes the same N slots again, so what a worker that is gone left in its
+    slot is delivered by the process that takes the slot next. Raises :class:`SpoolInUse`
+    when all are taken, :class:`ConfigError` when a directory cannot be used."""
+    root = Path(directory)
+    slots = WORKER_SLOTS if slots is None else slots
+    try:
+        return Spool(root, max_bytes)
+    except SpoolInUse as in_use:
+        for n in range(1, slots + 1):
+            try:
+                return Spool(root / f"worker-{n}", max_bytes)
+            except SpoolInUse:
+                continue
+        raise SpoolInUse(f"spool directory {root.absolute()} and its {slots} worker slots "
+                         "are all in use by other processes") from in_use

@@ -1,7 +1,8 @@
 """Forked workers (``gunicorn --preload``, multiprocessing): the exporter made in the
 parent keeps working in each child, behind the SDK's BatchSpanProcessor (which restarts
-its own thread at fork). A child never shares the parent's spool; it says so once and
-delivers without one."""
+its own thread at fork). A child never shares the parent's spool: it claims a worker slot
+of the same directory, and what a worker that died left there is delivered by the
+process that takes the slot next."""
 
 from __future__ import annotations
 
@@ -50,16 +51,61 @@ def test_a_forked_child_delivers_its_own_events(tmp_path: Path, spooled: bool) -
                                   for kind in ("START", "COMPLETE")), jobs
     assert jobs.index(("child_job", "START")) < jobs.index(("child_job", "COMPLETE"))
     if spooled:
-        warnings = [line for line in result.stderr.splitlines()
-                    if "delivering without a spool here" in line]
-        assert len(warnings) == 1, result.stderr[-3000:]
-        assert "OTEL_SQLA_LINEAGE_SPOOL_DIR" in warnings[0]
-        # the parent's spool is intact and drained: the child did not touch it
-        left = Spool(spool, 1 << 20)
-        assert left.pending == 0
-        left.close()
+        # the child spooled in a slot of its own; both spools are drained
+        assert sorted(p.name for p in spool.iterdir() if p.is_dir()) == ["worker-1"]
+        for directory in (spool, spool / "worker-1"):
+            left = Spool(directory, 1 << 20)
+            assert left.pending == 0, directory
+            left.close()
+        assert "without a spool" not in result.stderr, result.stderr[-3000:]
     else:
         assert "spool" not in result.stderr
+
+
+def run_pool(tmp_path: Path, url: str, generation: str, worker_exit: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROCS / "worker_pool.py")], capture_output=True, text=True,
+        timeout=120, cwd=tmp_path,
+        env=clean_env(OPENLINEAGE_URL=url, OTEL_SQLA_LINEAGE_SPOOL_DIR=str(tmp_path / "spool"),
+                      GENERATION=generation, WORKERS="2", WORKER_EXIT=worker_exit))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"child_exits": [0, 0]}
+
+
+def pending(directory: Path) -> int:
+    spool = Spool(directory, 1 << 20)
+    try:
+        return spool.pending
+    finally:
+        spool.close()
+
+
+@pytest.mark.subprocess
+def test_workers_killed_during_an_outage_leave_their_events_for_the_next_workers(
+    tmp_path: Path,
+) -> None:
+    """One OTEL_SQLA_LINEAGE_SPOOL_DIR for a pre-forked pool: each worker spools in a slot
+    of its own. Workers that die while the backend is down keep their events on disk; the
+    next pool, backend back, takes the same slots and delivers them, each run in order."""
+    spool = tmp_path / "spool"
+    with switchable_lineage_backend(status=503) as backend:
+        run_pool(tmp_path, backend.url, "first", worker_exit="crash")
+        assert backend.accepted == [] and backend.refused > 0
+        slots = sorted(p.name for p in spool.iterdir() if p.is_dir())
+        assert slots == ["worker-1", "worker-2"]
+        # each worker's run (START, COMPLETE) and the parent's wait on disk
+        assert [pending(spool / s) for s in slots] == [2, 2] and pending(spool) == 2
+
+        backend.status = 200
+        run_pool(tmp_path, backend.url, "second", worker_exit="clean")
+        accepted = [(e["job"]["name"].rpartition(".")[2], e["eventType"])
+                    for e in backend.accepted]
+    names = [f"{generation}_{who}" for generation in ("first", "second")
+             for who in ("worker0", "worker1", "parent")]
+    assert sorted(accepted) == sorted((n, t) for n in names for t in ("START", "COMPLETE"))
+    for name in names:
+        assert accepted.index((name, "START")) < accepted.index((name, "COMPLETE")), accepted
+    assert [pending(d) for d in (spool, spool / "worker-1", spool / "worker-2")] == [0, 0, 0]
 
 
 def test_the_apps_thread_does_not_wait_for_a_whole_export_batch(tmp_path: Path) -> None:

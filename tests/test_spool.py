@@ -6,6 +6,7 @@ what does not fit, counted and logged."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import run_jobs
 from fakes import HangingSink, switchable_lineage_backend
 from procs.otlp_tools import clean_env, free_port, wait_for
 
+from otel_sqla_lineage import spool as spool_module
 from otel_sqla_lineage.delivery import OpenLineageTransportSink
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
 from otel_sqla_lineage.settings import LineageSettings
@@ -167,19 +169,46 @@ def test_a_torn_last_line_is_cut_and_an_unreadable_line_skipped(
     assert Spool(tmp_path, 1 << 20).peek(10)[0] == []
 
 
-def test_a_spool_directory_in_use_is_logged_and_delivery_goes_on_without_it(
+def test_a_spool_directory_in_use_gives_the_next_process_a_worker_slot(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Several processes with one OTEL_SQLA_LINEAGE_SPOOL_DIR (workers of one app): the
+    directory goes to the first, the others spool in worker-1, worker-2, ... of it."""
     holder = Spool(tmp_path / "spool", 1 << 20)
+    caplog.set_level(logging.INFO, logger="otel_sqla_lineage")
+    with switchable_lineage_backend(status=503) as backend:
+        exporter = OpenLineageSpanExporter(sink=http_sink(backend.url),
+                                           spool_dir=str(tmp_path / "spool"))
+        assert f"spools in {tmp_path / 'spool' / 'worker-1'}" in caplog.text
+        run_jobs(exporter, ["job"])
+        wait_for(lambda: spooled_lines(tmp_path / "spool" / "worker-1") == 2, 30,
+                 "the job's events in the worker slot")
+        assert spooled_lines(tmp_path / "spool") == 0  # the holder's own spool untouched
+        backend.status = 200
+        assert exporter.force_flush(30_000)
+        wait_for(lambda: len(backend.accepted) == 2, 30, "the spooled events delivered")
+        assert job_events(backend.accepted) == in_order(["job"])
+        exporter.shutdown()
+    holder.close()
+
+
+def test_with_every_worker_slot_taken_delivery_goes_on_without_a_spool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "WORKER_SLOTS", 1)
+    holders = [Spool(tmp_path / "spool", 1 << 20), Spool(tmp_path / "spool" / "worker-1",
+                                                          1 << 20)]
     with switchable_lineage_backend() as backend:
         exporter = OpenLineageSpanExporter(sink=http_sink(backend.url),
                                            spool_dir=str(tmp_path / "spool"))
-        assert "is in use by another process; delivering without a spool" in caplog.text
+        assert "its 1 worker slots are all in use by other processes; delivering without " \
+            "a spool" in caplog.text
         run_jobs(exporter, ["job"])
         assert exporter.force_flush(30_000)
         assert job_events(backend.accepted) == in_order(["job"])
         exporter.shutdown()
-    holder.close()
+    for holder in holders:
+        holder.close()
 
 
 def test_spool_settings_come_from_the_environment(tmp_path: Path) -> None:

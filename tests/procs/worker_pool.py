@@ -1,0 +1,59 @@
+"""A pre-forking server in miniature with a spool (``gunicorn --preload`` with
+OTEL_SQLA_LINEAGE_SPOOL_DIR): the exporter is created in the parent, before the fork, from
+the environment (OPENLINEAGE_URL, OTEL_SQLA_LINEAGE_SPOOL_DIR). WORKERS children are
+forked and run side by side: each runs one job, ``<GENERATION>_worker<i>``, and flushes;
+once all have, each either dies as a killed worker would (WORKER_EXIT=crash: no shutdown,
+``os._exit``) or shuts down cleanly. The parent runs ``<GENERATION>_parent`` and shuts
+down. Prints one JSON line: the children's exit codes."""
+
+import json
+import os
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from otel_sqla_lineage.exporter import OpenLineageSpanExporter
+
+GENERATION = os.environ["GENERATION"]
+WORKERS = int(os.environ.get("WORKERS", "2"))
+CRASH = os.environ.get("WORKER_EXIT") == "crash"
+
+exporter = OpenLineageSpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+tracer = provider.get_tracer("worker_pool")
+
+
+def job(name: str) -> None:
+    with tracer.start_as_current_span(name), tracer.start_as_current_span(
+        "INSERT", attributes={"db.system": "sqlite",
+                              "db.statement": "INSERT INTO loans (book_id) VALUES (?)"}
+    ):
+        pass
+
+
+ready_r, ready_w = os.pipe()
+go_r, go_w = os.pipe()
+children = []
+for i in range(WORKERS):
+    pid = os.fork()
+    if pid == 0:
+        os.close(go_w)
+        job(f"{GENERATION}_worker{i}")
+        provider.force_flush()  # the spans into the exporter (the SDK stops there)
+        exporter.force_flush()  # on disk, and delivered or backing off (the backend down)
+        os.write(ready_w, b".")
+        os.read(go_r, 1)  # held until every worker is up: each has a slot of its own
+        if CRASH:
+            os._exit(0)
+        provider.shutdown()
+        os._exit(0)
+    children.append(pid)
+received = 0
+while received < WORKERS:
+    received += len(os.read(ready_r, WORKERS))
+os.close(go_w)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+job(f"{GENERATION}_parent")
+provider.shutdown()
+print(json.dumps({"child_exits": codes}), flush=True)
