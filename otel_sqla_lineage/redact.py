@@ -20,7 +20,8 @@ redacted when it is
   ``'a' || 'x'``, ``crypt('x', gen_salt('bf'))`` and ``CASE WHEN … THEN 'x' END`` lose
   all of theirs. The column may be wrapped: ``::type``, ``->'key'``, ``[1]``, ``CAST(col
   AS type)`` and the call or parenthesis around it (``lower(col)``, ``coalesce(col,
-  'x')``, ``(col)``) are stepped over;
+  'x')``, ``(col)``, ``substring(col FROM 1)``) are stepped over;
+* in each WHEN value of ``CASE col WHEN … THEN``;
 * in the operand before ``<op> sensitive_col`` (``'a' || 'x' = lower(secret)``), back to
   the previous such boundary;
 * the value after a sensitive keyword with no operator (``PASSWORD 'x'`` in ``ALTER
@@ -248,6 +249,9 @@ _JSON_KEY_OPERATORS = frozenset({"->", "->>", "#>", "#>>"})
 # a word before "(" that makes it a plain parenthesis (a row value), not a function call
 _NOT_CALLS = _EXPRESSION_ENDS | _COMPARISONS | frozenset({"ROW", "BY", "EXISTS"})
 _CASTS = frozenset({"CAST", "TRY_CAST", "SAFE_CAST"})
+# keywords between a call's arguments: substring(col FROM 1 FOR 3), overlay(col PLACING …),
+# convert(col USING utf8mb4)
+_ARGUMENT_KEYWORDS = frozenset({"FROM", "FOR", "PLACING", "USING"})
 _MAX_WRAPPERS: Final = 8
 _DIRECT_WALK: Final = 48
 
@@ -433,6 +437,8 @@ def _column_operands(stmt: _Statement, i: int, first: int) -> None:
     it starts, and ``PASSWORD 'x'`` (no operator; row values: :func:`_row_values`)."""
     tokens = stmt.tokens
     after, before = _wrapped(stmt, i, first)
+    if before >= 0 and _is_word(tokens[before], "CASE") and before in stmt.case_end:
+        _simple_case_values(stmt, before, after)
     j, between = _past_operator(tokens, after)
     if j > after:
         end = stmt.expression_end(j)
@@ -448,6 +454,24 @@ def _column_operands(stmt: _Statement, i: int, first: int) -> None:
         ops += 1
     if ops and k >= 0:
         stmt.mark(stmt.expression_start(k), k + 1)
+
+
+def _simple_case_values(stmt: _Statement, case: int, j: int) -> None:
+    """``CASE col WHEN 'x' THEN … WHEN 'y' THEN …``: each WHEN value is compared with the
+    column (``j``: after it); nested parentheses and CASEs are stepped over whole."""
+    tokens, end = stmt.tokens, stmt.case_end[case]
+    while j < end:
+        token = tokens[j]
+        if _is_punct(token, "(") and j in stmt.closing:
+            j = stmt.closing[j] + 1
+        elif token.kind == _WORD and j in stmt.case_end:
+            j = stmt.case_end[j] + 1
+        elif _is_word(token, "WHEN"):
+            then = stmt.expression_end(j + 1)  # THEN ends the value
+            stmt.mark(j + 1, then)
+            j = max(then, j + 1)
+        else:
+            j += 1
 
 
 def _is_operator(tokens: list[_Token], k: int) -> bool:
@@ -493,6 +517,10 @@ def _wrapped(stmt: _Statement, i: int, first: int) -> tuple[int, int]:
             tokens[start - 2].kind == _WORD and tokens[start - 2].text in _CASTS
         ):
             after = _past_type(stmt, after + 1)
+        elif token.kind == _WORD and token.text in _ARGUMENT_KEYWORDS and start >= 1 and (
+            start - 1 in stmt.closing and _is_call(tokens, start - 1)
+        ):
+            after = stmt.closing[start - 1]  # substring(col FROM 1): the call's ")" is next
         elif _is_punct(token, ")") and after in stmt.opening:
             o = stmt.opening[after]
             call = _is_call(tokens, o)

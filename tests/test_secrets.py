@@ -175,6 +175,16 @@ OPERAND_BOUNDARIES = {
         "DO UPDATE SET password = 'x' || 'y', note = 'kept' RETURNING id",
         "INSERT INTO users (name, password) VALUES ('bob', '***') ON CONFLICT (name) "
         "DO UPDATE SET password = '***' || '***', note = 'kept' RETURNING id"),
+    "simple-case-on-a-sensitive-column": (
+        "SELECT CASE lower(u.password) WHEN 'hunter2' THEN 1 WHEN 'a' || 'b' THEN 2 "
+        "ELSE 0 END, CASE name WHEN 'bob' THEN 'kept' END FROM u",
+        "SELECT CASE lower(u.password) WHEN '***' THEN 1 WHEN '***' || '***' THEN 2 "
+        "ELSE 0 END, CASE name WHEN 'bob' THEN 'kept' END FROM u"),
+    "keyword-arguments-around-the-column": (
+        "SELECT id FROM u WHERE substring(password FROM 1 FOR 3) = 'hun' AND "
+        "convert(api_key USING utf8mb4) = 'abc123' AND substring(name FROM 2) = 'ob'",
+        "SELECT id FROM u WHERE substring(password FROM 1 FOR 3) = '***' AND "
+        "convert(api_key USING utf8mb4) = '***' AND substring(name FROM 2) = 'ob'"),
 }
 UNCHANGED = {
     "bound-parameters": "INSERT INTO users (name, password) VALUES (:name, :password)",
