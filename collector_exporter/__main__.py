@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -104,6 +105,8 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         spool_dir=None if args.no_spool else str(args.spool_dir / "events"),
         spool_max_bytes=args.spool_max_bytes,
     )
+    if args.no_spool:  # from_env ignores a None override: OTEL_SQLA_LINEAGE_SPOOL_DIR stays
+        lineage = dataclasses.replace(lineage, spool_dir=None)
     return ServiceSettings(
         listen=args.listen,
         lineage=lineage,

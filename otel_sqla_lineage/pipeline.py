@@ -4,6 +4,7 @@ exporter and collector_exporter are thin shells around one of these."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -31,36 +32,59 @@ class LineagePipeline:
     def __init__(
         self, settings: LineageSettings, sink: EventSink, *, spool_required: bool = False
     ) -> None:
+        if settings.spool_dir is not None:
+            # resolved once: a forked child claims its slot in the same directory even if
+            # the app changed its working directory since
+            settings = dataclasses.replace(
+                settings, spool_dir=str(Path(settings.spool_dir).absolute()))
         self.settings = settings
+        self._spool_required = spool_required
         self._assembler = RunAssembler(Converter(settings))
         self._lock = threading.Lock()
-        self._delivery: DeliveryQueue | SpooledDelivery
-        spool = _open_spool(settings, required=spool_required)
-        if spool is None:
-            self._delivery = DeliveryQueue(sink, settings.queue_max_events, tick=self._expire)
-        else:
-            self._delivery = SpooledDelivery(sink, spool, settings.queue_max_events,
-                                             tick=self._expire)
+        self._delivery = self._new_delivery(sink, settings.queue_max_events)
+        # in a forked child, until its first event: the sink and bound of its delivery
+        self._unclaimed: tuple[EventSink, int] | None = None
+        self._claim_lock = threading.Lock()
         _PIPELINES.add(self)
+
+    def _new_delivery(self, sink: EventSink, max_events: int) -> DeliveryQueue | SpooledDelivery:
+        spool = _open_spool(self.settings, required=self._spool_required)
+        if spool is not None:
+            try:
+                return SpooledDelivery(sink, spool, max_events, tick=self._expire)
+            except Exception:
+                if self._spool_required:
+                    spool.close()
+                    raise
+                _log.exception("otel-sqla-lineage: cannot start delivery from the spool %s; "
+                               "delivering without a spool", spool.directory)
+                spool.close()  # its lock must not outlive it
+        return DeliveryQueue(sink, max_events, tick=self._expire)
+
+    def _active(self) -> DeliveryQueue | SpooledDelivery:
+        """The delivery, set up at first use in a forked child: a fork that never emits
+        (``subprocess`` with ``preexec_fn``, a daemonising double fork, a ``multiprocessing``
+        helper) takes no spool slot, starts no thread and sends no earlier backlog."""
+        if self._unclaimed is not None:
+            with self._claim_lock:
+                if self._unclaimed is not None:
+                    self._delivery = self._new_delivery(*self._unclaimed)
+                    self._unclaimed = None
+        return self._delivery
 
     def after_fork_in_child(self) -> None:
         """A forked child (gunicorn --preload) starts empty, with a fresh lock (the
         parent's export thread may have held it at the fork); the held runs are the
-        parent's to emit. The parent's spool is not the child's: the child claims a
-        worker slot of the same directory (or, none free, goes on without a spool)."""
+        parent's to emit. The parent's spool is not the child's: at its first event the
+        child claims a worker slot of the same directory (none free: no spool)."""
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
         self._assembler = RunAssembler(Converter(self.settings))
         old = self._delivery
         if isinstance(old, SpooledDelivery):
             old.after_fork_in_child()  # idempotent: drops the inherited spool
             if old.forked_away:
-                spool = _open_spool(self.settings, required=False)
-                if spool is None:
-                    self._delivery = DeliveryQueue(old.sink, old.max_events,
-                                                   tick=self._expire)
-                else:
-                    self._delivery = SpooledDelivery(old.sink, spool, old.max_events,
-                                                     tick=self._expire)
+                self._unclaimed = (old.sink, old.max_events)
 
     @property
     def sink(self) -> EventSink:
@@ -82,7 +106,7 @@ class LineagePipeline:
                     "otel-sqla-lineage: span %r could not be converted; skipped", span.name
                 )
         if events:  # most spans (statements held for their run) emit nothing yet
-            self._delivery.put_many(events)
+            self._active().put_many(events)
         return failures
 
     def _expire(self) -> list[dict[str, Any]]:
@@ -128,22 +152,30 @@ class LineagePipeline:
     def release_held(self) -> None:
         """Emit every held run now, without waiting for delivery."""
         with self._lock:
-            self._delivery.put_many(self._assembler.drain())
+            events = self._assembler.drain()
+            if events:  # queued under the lock, as in _expire
+                self._active().put_many(events)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Emit every held run and statement, and wait until the sink has them."""
         with self._lock:
             events = self._assembler.drain()
-        self._delivery.put_many(events)
-        return self._delivery.flush(timeout)
+        if not events and self._unclaimed is not None:
+            return True  # a forked child that emitted nothing: nothing to wait for
+        delivery = self._active()
+        delivery.put_many(events)
+        return delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Emit every held run; the delivery then waits for the sink within ``timeout``
         (with a spool: until everything is on disk, plus a short grace for the sink)."""
         with self._lock:
             events = self._assembler.drain()
-        self._delivery.put_many(events)
-        return self._delivery.close(timeout)
+        if not events and self._unclaimed is not None:
+            return True  # a forked child that emitted nothing: no slot to take
+        delivery = self._active()
+        delivery.put_many(events)
+        return delivery.close(timeout)
 
 
 # After the deliveries' registry (delivery is imported first): a pipeline's reset

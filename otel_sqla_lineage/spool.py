@@ -420,5 +420,7 @@ def claim_spool(directory: str | os.PathLike[str], max_bytes: int, *,
                 return Spool(root / f"worker-{n}", max_bytes)
             except SpoolInUse:
                 continue
+            except ConfigError as exc:  # one broken slot does not end the search
+                _log.error("otel-sqla-lineage: %s; trying the next worker slot", exc)
         raise SpoolInUse(f"spool directory {root.absolute()} and its {slots} worker slots "
                          "are all in use by other processes") from in_use

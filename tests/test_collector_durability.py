@@ -257,10 +257,13 @@ def test_a_second_service_on_the_same_spool_is_refused_and_no_spool_keeps_nothin
     finally:
         assert stop(first) == 0
     log = tmp_path / "no-spool.log"
+    # --no-spool wins over the library's own setting in the environment
     proc, _ = start_collector_exporter(
         ["--listen", "127.0.0.1:0", "--no-spool", "--events-file",
          str(tmp_path / "no-spool.jsonl")],
-        log, tmp_path / "spool", env={"HOME": str(tmp_path)})
+        log, tmp_path / "spool", env={"HOME": str(tmp_path),
+                                      "OTEL_SQLA_LINEAGE_SPOOL_DIR": str(tmp_path / "env-spool")})
     assert stop(proc) == 0
     assert "no spool (requests acknowledged once in memory)" in log.read_text()
     assert not (tmp_path / "spool" / "lineage-spool").exists()
+    assert not (tmp_path / "env-spool").exists()

@@ -7,6 +7,7 @@ process that takes the slot next."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -63,13 +64,15 @@ def test_a_forked_child_delivers_its_own_events(tmp_path: Path, spooled: bool) -
 
 
 def run_pool(tmp_path: Path, url: str, generation: str, worker_exit: str) -> None:
+    """tests/procs/worker_pool.py: a parent and two forked workers, killed or not."""
     result = subprocess.run(
         [sys.executable, str(PROCS / "worker_pool.py")], capture_output=True, text=True,
         timeout=120, cwd=tmp_path,
         env=clean_env(OPENLINEAGE_URL=url, OTEL_SQLA_LINEAGE_SPOOL_DIR=str(tmp_path / "spool"),
                       GENERATION=generation, WORKERS="2", WORKER_EXIT=worker_exit))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"child_exits": [0, 0]}
+    codes = [-9, -9] if worker_exit == "crash" else [0, 0]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"child_exits": codes}
 
 
 def pending(directory: Path) -> int:
@@ -105,7 +108,27 @@ def test_workers_killed_during_an_outage_leave_their_events_for_the_next_workers
     assert sorted(accepted) == sorted((n, t) for n in names for t in ("START", "COMPLETE"))
     for name in names:
         assert accepted.index((name, "START")) < accepted.index((name, "COMPLETE")), accepted
+    assert sorted(p.name for p in spool.iterdir() if p.is_dir()) == slots  # the same slots
     assert [pending(d) for d in (spool, spool / "worker-1", spool / "worker-2")] == [0, 0, 0]
+
+
+def test_a_fork_that_emits_nothing_takes_no_spool_slot(tmp_path: Path) -> None:
+    """A fork that is no worker (``subprocess`` with ``preexec_fn``, a daemonising double
+    fork, a ``multiprocessing`` helper) must not claim a slot nor send a dead worker's
+    backlog: the slot is claimed at the child's first event."""
+    spool = tmp_path / "spool"
+    pipeline = LineagePipeline(LineageSettings(spool_dir=str(spool)),
+                               JsonLinesSink(tmp_path / "events.out"))
+    pid = os.fork()
+    if pid == 0:  # the child: close at once, as an exiting helper would
+        code = 1
+        try:
+            code = 0 if pipeline.close(5) and not (spool / "worker-1").exists() else 3
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert [p.name for p in spool.iterdir() if p.is_dir()] == []
+    assert pipeline.close(5)
 
 
 def test_the_apps_thread_does_not_wait_for_a_whole_export_batch(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 OTEL_SQLA_LINEAGE_SPOOL_DIR): the exporter is created in the parent, before the fork, from
 the environment (OPENLINEAGE_URL, OTEL_SQLA_LINEAGE_SPOOL_DIR). WORKERS children are
 forked and run side by side: each runs one job, ``<GENERATION>_worker<i>``, and flushes;
-once all have, each either dies as a killed worker would (WORKER_EXIT=crash: no shutdown,
-``os._exit``) or shuts down cleanly. The parent runs ``<GENERATION>_parent`` and shuts
+once all have, each either is killed (WORKER_EXIT=crash: SIGKILL, no shutdown) or shuts
+down cleanly. The parent runs ``<GENERATION>_parent`` and shuts
 down. Prints one JSON line: the children's exit codes."""
 
 import json
 import os
+import signal
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -45,7 +46,7 @@ for i in range(WORKERS):
         os.write(ready_w, b".")
         os.read(go_r, 1)  # held until every worker is up: each has a slot of its own
         if CRASH:
-            os._exit(0)
+            os.kill(os.getpid(), signal.SIGKILL)
         provider.shutdown()
         os._exit(0)
     children.append(pid)
