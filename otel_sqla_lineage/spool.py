@@ -43,6 +43,10 @@ _log = logging.getLogger(__name__)
 _SUFFIX = ".jsonl"
 _MIN_ROLL = 4096
 _MAX_ROLL = 16 * 1024 * 1024
+# Segments are read with os.pread on a plain descriptor, not a buffered file object: a
+# buffered reader has an internal lock, and a forked child closing one that a parent's
+# thread was reading from at the fork waits for that lock forever (seen under load).
+_READ_CHUNK = 64 * 1024
 
 
 _T = TypeVar("_T")
@@ -98,7 +102,7 @@ class Spool:
         self._sizes: dict[int, int] = {}
         self.bytes = 0  # sum of _sizes: a plain attribute, read by stats() without a lock
         self._write_fd: int | None = None
-        self._read_file: Any = None
+        self._read_fd: int | None = None
         self._read_segment = -1
         self.corrupt = 0
         self.last_skipped = 0
@@ -244,13 +248,19 @@ class Spool:
         for segment in sorted(s for s in self._sizes if s >= position.segment):
             if segment != position.segment:
                 position = Position(segment, 0)
-            handle = self._reader(segment)
-            handle.seek(position.offset)
-            offset = position.offset
+            fd = self._reader(segment)
+            offset = position.offset  # in the file, of buffer[start]
+            buffer, start = b"", 0
             while len(records) < limit:
-                raw = handle.readline()
-                if not raw.endswith(b"\n"):
-                    break  # the end of what was written (or a line being written)
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    chunk = os.pread(fd, _READ_CHUNK, offset + len(buffer) - start)
+                    if not chunk:
+                        break  # the end of what was written (or a line being written)
+                    buffer, start = buffer[start:] + chunk, 0
+                    continue
+                raw = buffer[start:end + 1]
+                start = end + 1
                 offset += len(raw)
                 try:
                     records.append(read(raw))
@@ -308,11 +318,7 @@ class Spool:
         fds = [self._write_fd, self._lock_fd]
         self._write_fd = None
         self._lock_fd = -1
-        if self._read_file is not None:
-            with contextlib.suppress(OSError):
-                self._read_file.close()
-            self._read_file = None
-            self._read_segment = -1
+        self._close_reader()
         for fd in fds:
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
@@ -323,21 +329,24 @@ class Spool:
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:020d}{_SUFFIX}"
 
-    def _reader(self, segment: int) -> Any:
-        if self._read_segment != segment:
-            if self._read_file is not None:
-                self._read_file.close()
-            self._read_file = self._path(segment).open("rb")
+    def _reader(self, segment: int) -> int:
+        if self._read_segment != segment or self._read_fd is None:
+            self._close_reader()
+            self._read_fd = os.open(self._path(segment), os.O_RDONLY)
             self._read_segment = segment
-        return self._read_file
+        return self._read_fd
+
+    def _close_reader(self) -> None:
+        fd, self._read_fd, self._read_segment = self._read_fd, None, -1
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _delete(self, segment: int) -> None:
         """A segment that cannot be deleted is logged and left behind the cursor (the next
         open deletes it): delivery goes on."""
-        if self._read_segment == segment and self._read_file is not None:
-            self._read_file.close()
-            self._read_file = None
-            self._read_segment = -1
+        if self._read_segment == segment:
+            self._close_reader()
         if segment in self._sizes:
             self._set_size(segment, 0)
             del self._sizes[segment]

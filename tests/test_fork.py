@@ -112,6 +112,21 @@ def test_workers_killed_during_an_outage_leave_their_events_for_the_next_workers
     assert [pending(d) for d in (spool, spool / "worker-1", spool / "worker-2")] == [0, 0, 0]
 
 
+@pytest.mark.subprocess
+def test_forks_while_the_spool_is_read_never_hang_the_child(tmp_path: Path) -> None:
+    """The parent's sender reads its spool all the time while the process forks 60 times:
+    every child must get through the fork hooks (which let go of the parent's spool). A
+    buffered reader's lock held by the parent's thread at the fork hung about one child in
+    60 here, until segments were read with os.pread."""
+    result = subprocess.run(
+        [sys.executable, str(PROCS / "fork_while_reading.py"), str(tmp_path / "spool")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["forks"] == 60 and report["delivered_meanwhile"] > 0, report
+    assert report["hung"] == 0, report
+
+
 def test_a_fork_that_emits_nothing_takes_no_spool_slot(tmp_path: Path) -> None:
     """A fork that is no worker (``subprocess`` with ``preexec_fn``, a daemonising double
     fork, a ``multiprocessing`` helper) must not claim a slot nor send a dead worker's

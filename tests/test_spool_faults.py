@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pathlib
 import threading
 import time
 from collections.abc import Callable
@@ -239,18 +238,18 @@ def test_a_cursor_file_that_cannot_be_written_leaves_the_cursor_where_it_was(
 def test_emfile_opening_a_segment_for_reading_does_not_stop_delivery(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Fault injection: pathlib.Path.open raising EMFILE (too many open files) when the
-    sender opens a segment, twice. The sender survives and delivers afterwards."""
-    real_path_open = pathlib.Path.open
+    """Fault injection: os.open raising EMFILE (too many open files) when the sender
+    opens a segment for reading, twice. The sender survives and delivers afterwards."""
+    real_os_open = os.open
     failures = {"left": 2}
 
-    def emfile_for_reading(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if self.suffix == ".jsonl" and mode == "rb" and failures["left"] > 0:
+    def emfile_for_reading(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".jsonl") and flags == os.O_RDONLY and failures["left"] > 0:
             failures["left"] -= 1
             raise oserror(errno.EMFILE)
-        return real_path_open(self, mode, *args, **kwargs)
+        return real_os_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(pathlib.Path, "open", emfile_for_reading)
+    monkeypatch.setattr(os, "open", emfile_for_reading)
     events = tmp_path / "events.out"
     exporter = OpenLineageSpanExporter(sink=JsonLinesSink(events),
                                        spool_dir=str(tmp_path / "spool"))

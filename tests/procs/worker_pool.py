@@ -6,14 +6,19 @@ once all have, each either is killed (WORKER_EXIT=crash: SIGKILL, no shutdown) o
 down cleanly. The parent runs ``<GENERATION>_parent`` and shuts
 down. Prints one JSON line: the children's exit codes."""
 
+import faulthandler
 import json
 import os
 import signal
+import sys
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
+
+# a hang shows where each process waits (the test's own timeout is 120 s)
+faulthandler.dump_traceback_later(90, exit=True, file=sys.stderr)
 
 GENERATION = os.environ["GENERATION"]
 WORKERS = int(os.environ.get("WORKERS", "2"))
