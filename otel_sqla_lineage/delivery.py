@@ -449,6 +449,8 @@ class DeliveryQueue:
 
 
 CLOSE_GRACE_SECONDS = 5.0
+# failed attempts retried at once, not after the backoff, within the close grace
+CLOSE_RETRIES = 2
 
 
 def _left(deadline: float | None) -> float | None:
@@ -490,6 +492,7 @@ class SpooledDelivery:
         self._cond = threading.Condition()
         self._spool_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends the sender's backoff early (close, stop)
         self._put_count = 0
         self._done_count = 0  # taken by the spooler: written, or dropped when full
         self._inflight = 0
@@ -528,6 +531,7 @@ class SpooledDelivery:
         self._spool_lock = threading.Lock()
         self._stop = threading.Event()
         self._stop.set()
+        self._wake = threading.Event()
         self._queue.clear()
         self._done_count = self._put_count
         self._inflight = 0
@@ -584,12 +588,13 @@ class SpooledDelivery:
         flushed = self.handed_off(target, timeout)
         if flushed:
             grace = _left(deadline)
-            self.flush(CLOSE_GRACE_SECONDS if grace is None else min(grace,
-                                                                      CLOSE_GRACE_SECONDS))
+            self._deliver_before_close(CLOSE_GRACE_SECONDS if grace is None
+                                       else min(grace, CLOSE_GRACE_SECONDS))
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._stop.set()
+        self._wake.set()
         self._spooler.join(_left(deadline))
         self._sender.join(min(1.0, _left(deadline) or 1.0))
         with self._spool_lock:
@@ -605,6 +610,31 @@ class SpooledDelivery:
         except Exception:
             _log.exception("otel-sqla-lineage: %s failed to close", self.sink.description)
         return flushed
+
+    def _deliver_before_close(self, timeout: float) -> None:
+        """Waits (within ``timeout``) until the backend has every spooled event. Unlike
+        :meth:`flush` it does not give up at the first failure: up to ``CLOSE_RETRIES``
+        failed attempts are retried at once instead of after the backoff, so one slow
+        answer or dropped connection does not leave the events for a next start that a
+        short-lived process (a job, a worker being recycled) may never have."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._appended
+            failed_before = failed_seen = self.failed
+        while True:
+            self._wake.set()  # a sender waiting out a backoff tries again now
+            def settled(seen: int = failed_seen) -> bool:
+                return (self._consumed >= target or self._spool_failing or self._closed
+                        or self.failed > seen)
+
+            with self._cond:
+                self._cond.wait_for(settled, _left(deadline))
+                if self._consumed >= target or self._spool_failing or self._closed:
+                    return
+                failed_seen = self.failed
+            if failed_seen == failed_before or failed_seen - failed_before > CLOSE_RETRIES \
+                    or time.monotonic() >= deadline:
+                return  # timed out, or retried enough: it stays spooled
 
     def stats(self) -> dict[str, int]:
         # plain attributes, no lock: the spool lock is held across fsync and disk reads,
@@ -773,7 +803,8 @@ class SpooledDelivery:
         with self._cond:
             self._backing_off = True
             self._cond.notify_all()
-        self._stop.wait(delay)
+        self._wake.wait(delay)  # set by close (retry now) and stop
+        self._wake.clear()
         return min(self._retry_max, delay * 2)
 
     def _commit(self, position: Position, delivered: int, skipped: int) -> None:

@@ -13,16 +13,21 @@ from typing import Any
 
 
 class FailingSink:
-    """A destination that raises on every event."""
+    """A destination that raises on every event, or on the first ``failures`` only (a
+    backend with a transient fault: a timed-out answer, a dropped connection)."""
 
     description = "fake failing sink"
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int | None = None) -> None:
         self.attempts = 0
+        self.failures = failures
+        self.received: list[Any] = []
 
     def emit(self, event: Any) -> None:
         self.attempts += 1
-        raise ConnectionError("fake backend is down")
+        if self.failures is None or self.attempts <= self.failures:
+            raise ConnectionError("fake backend is down")
+        self.received.append(event)
 
     def flush(self) -> None:
         pass

@@ -63,8 +63,9 @@ def test_a_forked_child_delivers_its_own_events(tmp_path: Path, spooled: bool) -
         assert "spool" not in result.stderr
 
 
-def run_pool(tmp_path: Path, url: str, generation: str, worker_exit: str) -> None:
-    """tests/procs/worker_pool.py: a parent and two forked workers, killed or not."""
+def run_pool(tmp_path: Path, url: str, generation: str, worker_exit: str) -> str:
+    """tests/procs/worker_pool.py: a parent and two forked workers, killed or not. Returns
+    their log."""
     result = subprocess.run(
         [sys.executable, str(PROCS / "worker_pool.py")], capture_output=True, text=True,
         timeout=120, cwd=tmp_path,
@@ -73,6 +74,7 @@ def run_pool(tmp_path: Path, url: str, generation: str, worker_exit: str) -> Non
     assert result.returncode == 0, result.stderr[-3000:]
     codes = [-9, -9] if worker_exit == "crash" else [0, 0]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"child_exits": codes}
+    return result.stderr
 
 
 def pending(directory: Path) -> int:
@@ -92,7 +94,7 @@ def test_workers_killed_during_an_outage_leave_their_events_for_the_next_workers
     next pool, backend back, takes the same slots and delivers them, each run in order."""
     spool = tmp_path / "spool"
     with switchable_lineage_backend(status=503) as backend:
-        run_pool(tmp_path, backend.url, "first", worker_exit="crash")
+        first_log = run_pool(tmp_path, backend.url, "first", worker_exit="crash")
         assert backend.accepted == [] and backend.refused > 0
         slots = sorted(p.name for p in spool.iterdir() if p.is_dir())
         assert slots == ["worker-1", "worker-2"]
@@ -100,12 +102,13 @@ def test_workers_killed_during_an_outage_leave_their_events_for_the_next_workers
         assert [pending(spool / s) for s in slots] == [2, 2] and pending(spool) == 2
 
         backend.status = 200
-        run_pool(tmp_path, backend.url, "second", worker_exit="clean")
+        second_log = run_pool(tmp_path, backend.url, "second", worker_exit="clean")
         accepted = [(e["job"]["name"].rpartition(".")[2], e["eventType"])
                     for e in backend.accepted]
     names = [f"{generation}_{who}" for generation in ("first", "second")
              for who in ("worker0", "worker1", "parent")]
-    assert sorted(accepted) == sorted((n, t) for n in names for t in ("START", "COMPLETE"))
+    assert sorted(accepted) == sorted((n, t) for n in names for t in ("START", "COMPLETE")), \
+        f"first pool:\n{first_log[-3000:]}\nsecond pool:\n{second_log[-3000:]}"
     for name in names:
         assert accepted.index((name, "START")) < accepted.index((name, "COMPLETE")), accepted
     assert sorted(p.name for p in spool.iterdir() if p.is_dir()) == slots  # the same slots

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from conftest import run_jobs
+from fakes import FailingSink
 from procs.otlp_tools import wait_for
 
-from otel_sqla_lineage.delivery import JsonLinesSink, SpooledDelivery
+from otel_sqla_lineage.delivery import CLOSE_RETRIES, JsonLinesSink, SpooledDelivery
 from otel_sqla_lineage.errors import ConfigError
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
 from otel_sqla_lineage.spool import Spool
@@ -233,6 +234,41 @@ def test_a_cursor_file_that_cannot_be_written_leaves_the_cursor_where_it_was(
     assert spool.pending == 3
     assert spool.peek(10)[0] == events
     spool.close()
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_close_retries_a_transient_failure_at_once_instead_of_leaving_the_events(
+    tmp_path: Path, failures: int
+) -> None:
+    """A short-lived process (a job, a recycled worker) closes right after its last
+    events while the backend had a transient fault: close retries at once (not after the
+    0.5 s, 1 s, ... backoff), within its grace, and the events reach the backend."""
+    sink = FailingSink(failures=failures)
+    delivery = SpooledDelivery(sink, Spool(tmp_path / "spool", 1 << 20), 100,
+                               retry_initial_seconds=30.0)  # a backoff close cannot wait out
+    delivery.put_many([{"n": 1}, {"n": 2}])
+    started = time.monotonic()
+    assert delivery.close(10)
+    took = time.monotonic() - started
+    assert sink.received == [{"n": 1}, {"n": 2}]
+    assert sink.attempts == failures + 2 and took < 10, (sink.attempts, took)
+    left = Spool(tmp_path / "spool", 1 << 20)
+    assert left.pending == 0
+    left.close()
+
+
+def test_close_gives_up_after_its_retries_and_keeps_the_events_spooled(tmp_path: Path) -> None:
+    sink = FailingSink()  # down for good
+    delivery = SpooledDelivery(sink, Spool(tmp_path / "spool", 1 << 20), 100,
+                               retry_initial_seconds=30.0)
+    delivery.put_many([{"n": 1}])
+    started = time.monotonic()
+    assert delivery.close(10)
+    assert time.monotonic() - started < 5  # the retries, not the grace nor the backoff
+    assert sink.attempts == 1 + CLOSE_RETRIES
+    left = Spool(tmp_path / "spool", 1 << 20)
+    assert left.pending == 1  # kept for the next start
+    left.close()
 
 
 def test_emfile_opening_a_segment_for_reading_does_not_stop_delivery(

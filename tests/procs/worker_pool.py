@@ -8,6 +8,7 @@ down. Prints one JSON line: the children's exit codes."""
 
 import faulthandler
 import json
+import logging
 import os
 import signal
 import sys
@@ -17,8 +18,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_sqla_lineage.exporter import OpenLineageSpanExporter
 
-# a hang shows where each process waits (the test's own timeout is 120 s)
-faulthandler.dump_traceback_later(90, exit=True, file=sys.stderr)
+# what each process did, for the test's failure message
+logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                    format="%(process)d %(threadName)s %(name)s: %(message)s")
 
 GENERATION = os.environ["GENERATION"]
 WORKERS = int(os.environ.get("WORKERS", "2"))
@@ -44,10 +46,14 @@ children = []
 for i in range(WORKERS):
     pid = os.fork()
     if pid == 0:
+        # a worker stuck for 20 s shows where each of its threads waits
+        faulthandler.dump_traceback_later(20, exit=False, file=sys.stderr)
         os.close(go_w)
         job(f"{GENERATION}_worker{i}")
         provider.force_flush()  # the spans into the exporter (the SDK stops there)
         exporter.force_flush()  # on disk, and delivered or backing off (the backend down)
+        print(f"{os.getpid()} worker{i} after flush: {exporter.stats}", file=sys.stderr,
+              flush=True)
         os.write(ready_w, b".")
         os.read(go_r, 1)  # held until every worker is up: each has a slot of its own
         if CRASH:
@@ -55,6 +61,10 @@ for i in range(WORKERS):
         provider.shutdown()
         os._exit(0)
     children.append(pid)
+# a hang shows where each process waits (the test's own timeout is 120 s); armed after the
+# forks: a child inheriting an armed watchdog cannot re-arm its own (faulthandler waits for
+# the parent's watchdog thread, which does not exist in the child)
+faulthandler.dump_traceback_later(90, exit=True, file=sys.stderr)
 received = 0
 while received < WORKERS:
     received += len(os.read(ready_r, WORKERS))
