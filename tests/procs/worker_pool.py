@@ -40,6 +40,11 @@ def job(name: str) -> None:
         pass
 
 
+# What the previous pool left in the parent's spool is delivered before the fork: a fork
+# while this process is in the middle of an HTTP request can stall the child's first
+# delivery (a known open issue, see README "Known limits"); this test is about the slots.
+exporter.force_flush()
+
 ready_r, ready_w = os.pipe()
 go_r, go_w = os.pipe()
 children = []
