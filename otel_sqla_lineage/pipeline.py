@@ -158,24 +158,25 @@ class LineagePipeline:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Emit every held run and statement, and wait until the sink has them."""
-        with self._lock:
-            events = self._assembler.drain()
-        if not events and self._unclaimed is not None:
-            return True  # a forked child that emitted nothing: nothing to wait for
-        delivery = self._active()
-        delivery.put_many(events)
-        return delivery.flush(timeout)
+        delivery = self._drain_into_delivery()
+        return True if delivery is None else delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Emit every held run; the delivery then waits for the sink within ``timeout``
         (with a spool: until everything is on disk, plus a short grace for the sink)."""
+        delivery = self._drain_into_delivery()
+        return True if delivery is None else delivery.close(timeout)
+
+    def _drain_into_delivery(self) -> DeliveryQueue | SpooledDelivery | None:
+        """Every held run and statement queued for delivery; None in a forked child that
+        has emitted nothing (no slot to take, nothing to wait for)."""
         with self._lock:
             events = self._assembler.drain()
         if not events and self._unclaimed is not None:
-            return True  # a forked child that emitted nothing: no slot to take
+            return None
         delivery = self._active()
         delivery.put_many(events)
-        return delivery.close(timeout)
+        return delivery
 
 
 # After the deliveries' registry (delivery is imported first): a pipeline's reset
