@@ -620,21 +620,28 @@ class SpooledDelivery:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._appended
-            failed_before = failed_seen = self.failed
+        retries = 0
         while True:
-            self._wake.set()  # a sender waiting out a backoff tries again now
-            def settled(seen: int = failed_seen) -> bool:
-                return (self._consumed >= target or self._spool_failing or self._closed
-                        or self.failed > seen)
-
             with self._cond:
+                failed_seen = self.failed
+
+                def settled(seen: int = failed_seen) -> bool:
+                    # a new failure counts once the sender is in its backoff (set after it)
+                    return (self._consumed >= target or self._spool_failing or self._closed
+                            or (self._backing_off and self.failed > seen))
+
+                if self._backing_off:
+                    if retries == CLOSE_RETRIES:
+                        return  # retried enough: the rest stays spooled
+                    # the sender waiting out its backoff tries again now; set only while it
+                    # backs off, so no wake is left over to skip a later backoff
+                    self._wake.set()
+                    retries += 1
                 self._cond.wait_for(settled, _left(deadline))
                 if self._consumed >= target or self._spool_failing or self._closed:
                     return
-                failed_seen = self.failed
-            if failed_seen == failed_before or failed_seen - failed_before > CLOSE_RETRIES \
-                    or time.monotonic() >= deadline:
-                return  # timed out, or retried enough: it stays spooled
+            if time.monotonic() >= deadline:
+                return  # timed out: the rest stays spooled
 
     def stats(self) -> dict[str, int]:
         # plain attributes, no lock: the spool lock is held across fsync and disk reads,
